@@ -1,0 +1,154 @@
+"""Schemas of the raw lake tables: the contract between sources, checks and features.
+
+Every source (simulator, Binance archive, Binance REST, a user's JSONL feed) must
+produce exactly these columns and dtypes; `conform` casts and orders a frame and
+raises an error naming the table and column when it cannot.
+
+Time conventions (all UTC, millisecond precision):
+- `ts` of a bar is its OPEN time; the bar is known at `ts + timeframe`.
+- `available_at` is when a row could first be seen by a trader. Features at time t
+  use only rows with `available_at <= t` (bars: `ts <= t`, i.e. the bar opened at t
+  and closed by the decision time t + 5m).
+- `date` is the UTC day of `ts`; the lake partitions and overwrites by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+TS = pl.Datetime("ms", "UTC")
+DEPTH_BANDS = (1, 2, 3, 4, 5)  # +-1% .. +-5% of mid, the bands of the archive's bookDepth
+EVENT_TYPES = ("funding", "product", "mna", "regulatory", "market", "social_post", "social_comment")
+SOCIAL_EVENT_TYPES = ("social_post", "social_comment")
+PAYLOAD = pl.Struct(
+    {"text": pl.String, "engagement": pl.Float64, "author": pl.String, "platform": pl.String, "url": pl.String}
+)
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    name: str
+    columns: dict[str, pl.DataType]
+    key: tuple[str, ...]
+    nullable: frozenset[str] = frozenset()
+    description: str = ""
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema(self.columns)
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.schema)
+
+    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Select and cast to this schema; error names the table and the offending column."""
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"{self.name}: missing columns {missing}; got {df.columns}")
+        out = []
+        for col, dtype in self.columns.items():
+            try:
+                out.append(df.get_column(col).cast(dtype, strict=True))
+            except Exception as exc:  # polars raises several types here
+                raise ValueError(f"{self.name}.{col}: cannot cast {df.schema[col]} to {dtype}: {exc}") from exc
+        return pl.DataFrame(out)
+
+
+def _f(*names: str) -> dict[str, pl.DataType]:
+    return {n: pl.Float64 for n in names}
+
+
+_depth_cols = {
+    f"{side}_{kind}_{b}pct": pl.Float64
+    for side in ("bid", "ask")
+    for kind in ("depth", "notional")
+    for b in DEPTH_BANDS
+}
+
+RAW_TABLES: dict[str, TableSchema] = {
+    t.name: t
+    for t in (
+        TableSchema(
+            "market_bars",
+            {
+                "date": pl.Date, "ts": TS, "symbol": pl.String,
+                "market": pl.String,  # "spot" or "usdm" (USD-M perpetual)
+                "timeframe": pl.String,  # "5m" or "1h"; 1h is the exact aggregate of 5m
+                **_f("open", "high", "low", "close", "volume", "quote_volume"),
+                "trades": pl.Int64,
+                **_f("taker_buy_volume", "taker_buy_quote_volume"),
+            },
+            key=("symbol", "market", "timeframe", "ts"),
+            description="OHLCV klines; ts is the bar's open time.",
+        ),
+        TableSchema(
+            "prices",
+            {"date": pl.Date, "ts": TS, "symbol": pl.String, "price": pl.Float64, "source": pl.String},
+            key=("symbol", "ts"),
+            description="Last-trade price snapshots at ts (5m grid); the fallback close when a bar is missing.",
+        ),
+        TableSchema(
+            "orderbook_l2",
+            {"date": pl.Date, "ts": TS, "symbol": pl.String, **_f("best_bid", "best_ask"), **_depth_cols},
+            key=("symbol", "ts"),
+            nullable=frozenset({"best_bid", "best_ask"}),  # the archive's bookDepth has no top of book
+            description="One book snapshot per coin per 5 minutes: top of book and cumulative depth (base units) "
+            "and notional (quote) within +-1..5% of mid.",
+        ),
+        TableSchema(
+            "funding_rates",
+            {"date": pl.Date, "ts": TS, "symbol": pl.String, "funding_rate": pl.Float64,
+             "mark_price": pl.Float64, "available_at": TS},
+            key=("symbol", "ts"),
+            nullable=frozenset({"mark_price"}),
+            description="Perpetual funding settlements (8-hourly); ts is the funding time.",
+        ),
+        TableSchema(
+            "onchain_signals",
+            {"date": pl.Date, "ts": TS, "symbol": pl.String, **_f("netflow", "exchange_netflow", "net_inflow"),
+             "available_at": TS},
+            key=("symbol", "ts"),
+            description="Hourly on-chain flows in USD; published with a delay (available_at > ts).",
+        ),
+        TableSchema(
+            "derivatives_metrics",
+            {"date": pl.Date, "ts": TS, "symbol": pl.String,
+             **_f("open_interest", "open_interest_value", "long_short_ratio_global",
+                  "long_short_ratio_top_accounts", "long_short_ratio_top_positions",
+                  "taker_buy_sell_ratio", "basis", "annualized_basis"),
+             "available_at": TS},
+            key=("symbol", "ts"),
+            nullable=frozenset({"long_short_ratio_global", "long_short_ratio_top_accounts",
+                                "long_short_ratio_top_positions", "taker_buy_sell_ratio",
+                                "basis", "annualized_basis", "open_interest_value"}),
+            description="5-minute futures metrics; available 5 minutes after ts (the archive's create_time).",
+        ),
+        TableSchema(
+            "events",
+            {"date": pl.Date, "event_id": pl.String, "ts": TS, "available_at": TS, "source": pl.String,
+             "source_tier": pl.Int8, "event_type": pl.String, "confidence_score": pl.Float64,
+             "payload": PAYLOAD},
+            key=("event_id",),
+            description="News and social items. source_tier 1 (most reliable) .. 5; available_at >= ts.",
+        ),
+        TableSchema(
+            "event_links",
+            {"date": pl.Date, "event_id": pl.String, "entity_id": pl.String, "symbol": pl.String,
+             "relevance": pl.Float64},
+            key=("event_id", "entity_id"),
+            nullable=frozenset({"symbol"}),
+            description="Which entities (and through them which coins) an event is about; date = the event's date.",
+        ),
+        TableSchema(
+            "entities",
+            {"date": pl.Date, "entity_id": pl.String, "entity_type": pl.String, "name": pl.String,
+             "symbol": pl.String},
+            key=("entity_id",),
+            nullable=frozenset({"symbol"}),
+            description="Coins, exchanges, projects, regulators; date = the day the entity was first seen.",
+        ),
+    )
+}
+RAW_TABLE_NAMES: tuple[str, ...] = tuple(RAW_TABLES)
