@@ -166,3 +166,21 @@ def scan(
 def read(table: str, start=None, end=None, version: int | None = None) -> pl.DataFrame:
     """`scan(...).collect()`; a table never written raises TableNotFoundError naming its URI."""
     return scan(table, start, end, version).collect()
+
+
+def write_table(table: str, df: pl.DataFrame) -> None:
+    """Replace a small, unpartitioned table (audits, reports) in one commit."""
+    from deltalake import write_deltalake
+
+    write_deltalake(
+        uri(table),
+        df.to_arrow(),
+        mode="overwrite",
+        schema_mode="overwrite",
+        storage_options=storage_options(),
+    )
+
+
+def read_table(table: str, version: int | None = None) -> pl.DataFrame:
+    """A whole unpartitioned table (see `write_table`)."""
+    return pl.read_delta(uri(table), version=version, storage_options=storage_options())

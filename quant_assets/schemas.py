@@ -23,7 +23,13 @@ DEPTH_BANDS = (1, 2, 3, 4, 5)  # +-1% .. +-5% of mid, the bands of the archive's
 EVENT_TYPES = ("funding", "product", "mna", "regulatory", "market", "social_post", "social_comment")
 SOCIAL_EVENT_TYPES = ("social_post", "social_comment")
 PAYLOAD = pl.Struct(
-    {"text": pl.String, "engagement": pl.Float64, "author": pl.String, "platform": pl.String, "url": pl.String}
+    {
+        "text": pl.String,
+        "engagement": pl.Float64,
+        "author": pl.String,
+        "platform": pl.String,
+        "url": pl.String,
+    }
 )
 
 
@@ -52,7 +58,9 @@ class TableSchema:
             try:
                 out.append(df.get_column(col).cast(dtype, strict=True))
             except Exception as exc:  # polars raises several types here
-                raise ValueError(f"{self.name}.{col}: cannot cast {df.schema[col]} to {dtype}: {exc}") from exc
+                raise ValueError(
+                    f"{self.name}.{col}: cannot cast {df.schema[col]} to {dtype}: {exc}"
+                ) from exc
         return pl.DataFrame(out)
 
 
@@ -73,7 +81,9 @@ RAW_TABLES: dict[str, TableSchema] = {
         TableSchema(
             "market_bars",
             {
-                "date": pl.Date, "ts": TS, "symbol": pl.String,
+                "date": pl.Date,
+                "ts": TS,
+                "symbol": pl.String,
                 "market": pl.String,  # "spot" or "usdm" (USD-M perpetual)
                 "timeframe": pl.String,  # "5m" or "1h"; 1h is the exact aggregate of 5m
                 **_f("open", "high", "low", "close", "volume", "quote_volume"),
@@ -99,52 +109,100 @@ RAW_TABLES: dict[str, TableSchema] = {
         ),
         TableSchema(
             "funding_rates",
-            {"date": pl.Date, "ts": TS, "symbol": pl.String, "funding_rate": pl.Float64,
-             "mark_price": pl.Float64, "available_at": TS},
+            {
+                "date": pl.Date,
+                "ts": TS,
+                "symbol": pl.String,
+                "funding_rate": pl.Float64,
+                "mark_price": pl.Float64,
+                "available_at": TS,
+            },
             key=("symbol", "ts"),
             nullable=frozenset({"mark_price"}),
             description="Perpetual funding settlements (8-hourly); ts is the funding time.",
         ),
         TableSchema(
             "onchain_signals",
-            {"date": pl.Date, "ts": TS, "symbol": pl.String, **_f("netflow", "exchange_netflow", "net_inflow"),
-             "available_at": TS},
+            {
+                "date": pl.Date,
+                "ts": TS,
+                "symbol": pl.String,
+                **_f("netflow", "exchange_netflow", "net_inflow"),
+                "available_at": TS,
+            },
             key=("symbol", "ts"),
             description="Hourly on-chain flows in USD; published with a delay (available_at > ts).",
         ),
         TableSchema(
             "derivatives_metrics",
-            {"date": pl.Date, "ts": TS, "symbol": pl.String,
-             **_f("open_interest", "open_interest_value", "long_short_ratio_global",
-                  "long_short_ratio_top_accounts", "long_short_ratio_top_positions",
-                  "taker_buy_sell_ratio", "basis", "annualized_basis"),
-             "available_at": TS},
+            {
+                "date": pl.Date,
+                "ts": TS,
+                "symbol": pl.String,
+                **_f(
+                    "open_interest",
+                    "open_interest_value",
+                    "long_short_ratio_global",
+                    "long_short_ratio_top_accounts",
+                    "long_short_ratio_top_positions",
+                    "taker_buy_sell_ratio",
+                    "basis",
+                    "annualized_basis",
+                ),
+                "available_at": TS,
+            },
             key=("symbol", "ts"),
-            nullable=frozenset({"long_short_ratio_global", "long_short_ratio_top_accounts",
-                                "long_short_ratio_top_positions", "taker_buy_sell_ratio",
-                                "basis", "annualized_basis", "open_interest_value"}),
+            nullable=frozenset(
+                {
+                    "long_short_ratio_global",
+                    "long_short_ratio_top_accounts",
+                    "long_short_ratio_top_positions",
+                    "taker_buy_sell_ratio",
+                    "basis",
+                    "annualized_basis",
+                    "open_interest_value",
+                }
+            ),
             description="5-minute futures metrics; available 5 minutes after ts (the archive's create_time).",
         ),
         TableSchema(
             "events",
-            {"date": pl.Date, "event_id": pl.String, "ts": TS, "available_at": TS, "source": pl.String,
-             "source_tier": pl.Int8, "event_type": pl.String, "confidence_score": pl.Float64,
-             "payload": PAYLOAD},
+            {
+                "date": pl.Date,
+                "event_id": pl.String,
+                "ts": TS,
+                "available_at": TS,
+                "source": pl.String,
+                "source_tier": pl.Int8,
+                "event_type": pl.String,
+                "confidence_score": pl.Float64,
+                "payload": PAYLOAD,
+            },
             key=("event_id",),
             description="News and social items. source_tier 1 (most reliable) .. 5; available_at >= ts.",
         ),
         TableSchema(
             "event_links",
-            {"date": pl.Date, "event_id": pl.String, "entity_id": pl.String, "symbol": pl.String,
-             "relevance": pl.Float64},
+            {
+                "date": pl.Date,
+                "event_id": pl.String,
+                "entity_id": pl.String,
+                "symbol": pl.String,
+                "relevance": pl.Float64,
+            },
             key=("event_id", "entity_id"),
             nullable=frozenset({"symbol"}),
             description="Which entities (and through them which coins) an event is about; date = the event's date.",
         ),
         TableSchema(
             "entities",
-            {"date": pl.Date, "entity_id": pl.String, "entity_type": pl.String, "name": pl.String,
-             "symbol": pl.String},
+            {
+                "date": pl.Date,
+                "entity_id": pl.String,
+                "entity_type": pl.String,
+                "name": pl.String,
+                "symbol": pl.String,
+            },
             key=("entity_id",),
             nullable=frozenset({"symbol"}),
             description="Coins, exchanges, projects, regulators; date = the day the entity was first seen.",

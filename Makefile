@@ -1,0 +1,47 @@
+# quant_assets: the commands a user needs. `make demo` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export QUANT_ASSETS_LAKE ?= $(CURDIR)/.lake
+export MLFLOW_DISABLE_TELEMETRY := true
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test lint ui backfill bench clean
+
+# torch==2.13.0 first: it is the CPU wheel on this disk; nothing else may pull a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## raw + audit (+ features) for the two latest months, then a summary
+	$(PY) -m quant_assets.cli demo
+
+test: $(STAMP)  ## lint, architecture contracts, the whole suite
+	$(VENV)/bin/ruff check quant_assets quant_assets_tests benchmarks
+	$(VENV)/bin/ruff format --check quant_assets quant_assets_tests benchmarks
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/pytest -n 2 --timeout 900 quant_assets_tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff format quant_assets quant_assets_tests benchmarks
+	$(VENV)/bin/ruff check --fix quant_assets quant_assets_tests benchmarks
+
+ui: $(STAMP)  ## Dagster webserver + daemon on http://127.0.0.1:3000
+	$(PY) -m quant_assets.instance
+	$(VENV)/bin/dagster dev -m quant_assets.definitions -h 127.0.0.1 -p 3000
+
+backfill: $(STAMP)  ## every layer from 2018-01 to the running month, one run per layer
+	$(PY) -m quant_assets.cli backfill
+
+bench: $(STAMP)  ## benchmarks: print measured figures
+	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf .lake .dagster_home

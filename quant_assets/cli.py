@@ -1,0 +1,183 @@
+"""Command line for the things a user does from a terminal: demo, backfill, summary.
+
+    python -m quant_assets.cli demo       # two latest months, raw -> audit (-> features), then a summary
+    python -m quant_assets.cli backfill   # 2018-01 -> the running month, one run per layer
+    python -m quant_assets.cli summary    # what the lake holds and how the checks went
+
+Runs are recorded in the instance under $DAGSTER_HOME, so `make ui` shows them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+
+import dagster as dg
+import polars as pl
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+from quant_assets import coverage, lake
+from quant_assets.definitions import defs
+from quant_assets.instance import prepare_home
+from quant_assets.partitions import monthly
+
+# Layers in run order: (name, asset selection, partitioned?)
+LAYERS: list[tuple[str, dg.AssetSelection, bool]] = [
+    ("raw", dg.AssetSelection.groups("raw"), True),
+    ("audit", dg.AssetSelection.groups("audit"), False),
+]
+UI_HINT = "Open the UI:  make ui   ->  http://127.0.0.1:3000  (runs, asset checks, lineage)"
+
+
+def _all_defs() -> list:
+    graph = defs.resolve_asset_graph()
+    return [graph.assets_def_for_key(k) for k in graph.get_all_asset_keys()]
+
+
+def run_layer(
+    instance: dg.DagsterInstance,
+    selection: dg.AssetSelection,
+    first_key: str | None,
+    last_key: str | None,
+    run_config: dict | None = None,
+) -> dg.ExecuteInProcessResult:
+    """One run of `selection` over the partition range [first_key, last_key] (None: unpartitioned)."""
+    tags = {}
+    if first_key is not None:
+        tags = {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
+    assets = list({id(a): a for a in _all_defs()}.values())
+    return dg.materialize(
+        assets,
+        instance=instance,
+        selection=selection,
+        tags=tags,
+        run_config=run_config or {},
+        raise_on_error=False,
+        resources=defs.resources,
+    )
+
+
+def run_layers(instance, first_key: str, last_key: str, readiness_days: int | None = None) -> bool:
+    ok = True
+    checks: list = []
+    for name, selection, partitioned in LAYERS:
+        t0 = time.monotonic()
+        cfg = None
+        if name == "audit" and readiness_days is not None:
+            cfg = {"ops": {"required_data_readiness": {"config": {"window_days": readiness_days}}}}
+        res = run_layer(
+            instance, selection, first_key if partitioned else None, last_key if partitioned else None, cfg
+        )
+        checks += res.get_asset_check_evaluations()
+        print(
+            f"[{name}] run {res.run_id[:8]} {'succeeded' if res.success else 'FAILED'} "
+            f"in {time.monotonic() - t0:.1f} s"
+        )
+        ok &= res.success
+        if not res.success:
+            break
+    print_summary(checks)
+    return ok
+
+
+def _table_summary(table: str) -> dict:
+    lf = lake.scan(table)
+    cols = lf.collect_schema().names()
+    aggs = [pl.len().alias("rows")]
+    if "ts" in cols:
+        aggs += [pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")]
+    else:
+        aggs += [pl.col("date").min().alias("first"), pl.col("date").max().alias("last")]
+    if "symbol" in cols:
+        aggs.append(pl.col("symbol").n_unique().alias("coins"))
+    return lf.select(aggs).collect().row(0, named=True)
+
+
+def print_summary(evaluations: list) -> None:
+    by_asset: dict[str, list[bool]] = {}
+    for ev in evaluations:
+        by_asset.setdefault(ev.asset_key.to_user_string(), []).append(ev.passed)
+    rows = []
+    graph = defs.resolve_asset_graph()
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        name = key.to_user_string()
+        if not lake.exists(name):
+            continue
+        s = (
+            _table_summary(name)
+            if name not in ("required_data_readiness", "full_history_audit")
+            else {"rows": lake.read_table(name).height}
+        )
+        results = by_asset.get(name, [])
+        rows.append(
+            {
+                "table": name,
+                "rows": s["rows"],
+                "from": str(s.get("first", ""))[:16],
+                "to": str(s.get("last", ""))[:16],
+                "coins": s.get("coins"),
+                "checks_passed": sum(results),
+                "checks_failed": len(results) - sum(results),
+            }
+        )
+    with pl.Config(
+        tbl_rows=100,
+        tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True,
+        tbl_width_chars=160,
+        thousands_separator=",",
+    ):
+        print(pl.DataFrame(rows))
+        if lake.exists("required_data_readiness"):
+            ready = lake.read_table("required_data_readiness")
+            worst = (
+                ready.group_by("table")
+                .agg(pl.col("coverage").min().alias("min_coverage"), pl.col("ready").all())
+                .sort("table")
+            )
+            days = ready.get_column("window_days")[0]
+            print(f"Readiness over the trailing {days} days (gate: >= {coverage.MIN_REQUIRED_COVERAGE:.0%}):")
+            print(worst)
+    print(UI_HINT)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m quant_assets.cli",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="materialise the two latest months of every layer and print a summary")
+    demo.add_argument("--months", type=int, default=2)
+    back = sub.add_parser(
+        "backfill", help="materialise a range of months (default 2018-01 -> now) in one run"
+    )
+    back.add_argument("--start", default=monthly.get_first_partition_key())
+    back.add_argument(
+        "--end", default=None, help="last month to include, e.g. 2024-06-01 (default: running month)"
+    )
+    sub.add_parser("summary", help="print what the lake holds")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("DAGSTER_HOME", str(prepare_home()))
+    if args.command == "summary":
+        print_summary([])
+        return 0
+    instance = dg.DagsterInstance.get()
+    keys = monthly.get_partition_keys()
+    if args.command == "demo":
+        first, last = keys[-args.months], keys[-1]
+        days = (dt.datetime.now(dt.UTC).date() - dt.date.fromisoformat(first)).days
+        print(f"demo: months {first} .. {last} of all coins; lake at {lake.root()}")
+        return 0 if run_layers(instance, first, last, readiness_days=days) else 1
+    last = args.end or keys[-1]
+    print(f"backfill: months {args.start} .. {last}; lake at {lake.root()}")
+    return 0 if run_layers(instance, args.start, last) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Audit layer: how complete is the raw data, recently (readiness) and over all history."""
+
+import base64
+import datetime as dt
+import io
+
+import dagster as dg
+import polars as pl
+
+from quant_assets import coverage, lake
+from quant_assets.defs.common import markdown_table, utc_now
+from quant_assets.defs.raw.assets import RAW_KEYS
+from quant_assets.universe import HISTORY_START
+
+AUDIT_GROUP = "audit"
+
+
+def _scans() -> dict[str, pl.LazyFrame | None]:
+    return {t: (lake.scan(t) if lake.exists(t) else None) for t in coverage.REQUIRED_TABLES}
+
+
+class ReadinessConfig(dg.Config):
+    window_days: int = coverage.READINESS_WINDOW_DAYS
+    as_of: str | None = None  # ISO timestamp; default now. Set it to audit a past moment.
+
+
+@dg.asset(
+    group_name=AUDIT_GROUP,
+    deps=RAW_KEYS,
+    kinds={"delta", "polars"},
+    description=f"Coverage per required table and coin over the trailing {coverage.READINESS_WINDOW_DAYS} days; "
+    f"`ready` only when every required table has >= {coverage.MIN_REQUIRED_COVERAGE:.0%} of its buckets.",
+)
+def required_data_readiness(
+    context: dg.AssetExecutionContext, config: ReadinessConfig
+) -> dg.MaterializeResult:
+    as_of = dt.datetime.fromisoformat(config.as_of).astimezone(dt.UTC) if config.as_of else utc_now()
+    table = coverage.readiness(_scans(), as_of, config.window_days)
+    lake.write_table("required_data_readiness", table)
+    not_ready = table.filter(~pl.col("ready"))
+    worst = table.group_by("table").agg(pl.col("coverage").min().alias("min_coverage")).sort("table")
+    context.log.info(f"readiness as of {as_of}: {table.height - not_ready.height}/{table.height} ready")
+    return dg.MaterializeResult(
+        metadata={
+            "ready": dg.MetadataValue.bool(not_ready.height == 0),
+            "as_of": as_of.isoformat(),
+            "window_days": config.window_days,
+            "min_coverage_by_table": markdown_table(worst),
+            "not_ready": markdown_table(
+                not_ready.select("table", "symbol", "expected", "present", "coverage")
+            ),
+        }
+    )
+
+
+@dg.asset(
+    group_name=AUDIT_GROUP,
+    deps=RAW_KEYS,
+    kinds={"delta", "polars"},
+    description="2018->now: expected buckets per coin and table (from each coin's listing), present, ratio; "
+    "with a month x coin heatmap per table.",
+)
+def full_history_audit(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    as_of = utc_now()
+    start = dt.datetime.combine(HISTORY_START, dt.time(), dt.UTC)
+    parts = []
+    for name, scan in _scans().items():
+        if scan is None:
+            continue
+        parts.append(coverage.monthly_coverage(name, scan, start, as_of))
+        context.log.info(f"audited {name}")
+    by_month = pl.concat(parts) if parts else pl.DataFrame()
+    lake.write_table("full_history_audit", by_month.with_columns(pl.lit(as_of).alias("as_of")))
+    totals = (
+        (
+            by_month.group_by("table", "symbol")
+            .agg(pl.col("expected").sum(), pl.col("present").sum())
+            .with_columns((pl.col("present") / pl.col("expected")).alias("coverage"))
+            .sort("table", "symbol")
+        )
+        if by_month.height
+        else by_month
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "as_of": as_of.isoformat(),
+            "coverage": markdown_table(totals, max_rows=80),
+            "heatmap": dg.MetadataValue.md(_heatmap_markdown(by_month)) if by_month.height else "no data",
+        }
+    )
+
+
+def _heatmap_markdown(by_month: pl.DataFrame) -> str:
+    """A month x coin coverage heatmap per table, embedded as a PNG in markdown."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = by_month.get_column("table").unique(maintain_order=True).to_list()
+    fig, axes = plt.subplots(len(tables), 1, figsize=(12, 1.6 * len(tables) + 0.5), squeeze=False)
+    for ax, name in zip(axes[:, 0], tables, strict=True):
+        wide = (
+            by_month.filter(pl.col("table") == name)
+            .pivot(on="month", index="symbol", values="coverage")
+            .sort("symbol")
+        )
+        grid = wide.drop("symbol").to_numpy().astype(float)
+        ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap="RdYlGn", interpolation="nearest")
+        ax.set_yticks(range(wide.height), wide.get_column("symbol").to_list(), fontsize=6)
+        months = wide.columns[1:]
+        ticks = [i for i, m in enumerate(months) if m.endswith("-01")]
+        ax.set_xticks(ticks, [months[i][:4] for i in ticks], fontsize=6)
+        ax.set_title(f"{name}: coverage by month (grey = not listed)", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return f"![coverage heatmap](data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()})"

@@ -1,0 +1,69 @@
+"""Small helpers every layer's wiring shares: windows, progress logs, metadata."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def day_window(context) -> tuple[dt.date, dt.date]:
+    """[start, end) in whole UTC days of the run's partition window (one partition or a range)."""
+    tw = context.partition_time_window
+    return tw.start.date(), tw.end.date()
+
+
+def months(start: dt.date, end: dt.date) -> Iterator[tuple[dt.date, dt.date]]:
+    """Consecutive calendar-month slices [m0, m1) covering [start, end)."""
+    m0 = start
+    while m0 < end:
+        nxt = (m0.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
+        yield m0, min(nxt, end)
+        m0 = nxt
+
+
+class Progress:
+    """Logs `label i/n, elapsed, eta` for long loops so a backfill shows it is alive."""
+
+    def __init__(self, log, total: int, label: str):
+        self.log, self.total, self.label, self.t0, self.done = log, total, label, time.monotonic(), 0
+
+    def step(self, what: str) -> None:
+        self.done += 1
+        elapsed = time.monotonic() - self.t0
+        eta = elapsed / self.done * (self.total - self.done)
+        self.log.info(
+            f"{self.label} {self.done}/{self.total} {what} | {elapsed:.1f} s elapsed, ~{eta:.0f} s left"
+        )
+
+
+def frame_metadata(df: pl.DataFrame | None, rows: int | None = None) -> dict:
+    """rows / time range / symbols of a frame, for MaterializeResult metadata."""
+    md: dict = {
+        "rows": dg.MetadataValue.int(int(rows if rows is not None else (df.height if df is not None else 0)))
+    }
+    if df is not None and df.height and "ts" in df.columns:
+        md["first_ts"] = dg.MetadataValue.text(str(df.get_column("ts").min()))
+        md["last_ts"] = dg.MetadataValue.text(str(df.get_column("ts").max()))
+    if df is not None and df.height and "symbol" in df.columns:
+        md["symbols"] = dg.MetadataValue.int(df.get_column("symbol").n_unique())
+    return md
+
+
+def markdown_table(df: pl.DataFrame, max_rows: int = 40) -> dg.MetadataValue:
+    with pl.Config(
+        tbl_formatting="MARKDOWN",
+        tbl_hide_dataframe_shape=True,
+        tbl_rows=max_rows,
+        tbl_hide_column_data_types=True,
+        tbl_width_chars=400,
+        fmt_str_lengths=60,
+    ):
+        return dg.MetadataValue.md(str(df.head(max_rows)))

@@ -1,0 +1,41 @@
+"""Keep the running month current: a daily run re-materialises its raw tables and audits."""
+
+import dagster as dg
+
+from quant_assets.defs.raw.assets import RAW_KEYS
+from quant_assets.partitions import monthly
+
+raw_job = dg.define_asset_job(
+    "raw_job",
+    selection=dg.AssetSelection.assets(*RAW_KEYS),
+    partitions_def=monthly,
+    description="Raw layer (all raw tables and their checks) for a month or a range of months.",
+)
+audit_job = dg.define_asset_job(
+    "audit_job",
+    selection=dg.AssetSelection.groups("audit"),
+    description="Coverage audits: readiness (420 days) and full history.",
+)
+
+
+@dg.schedule(
+    job=raw_job,
+    cron_schedule="20 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def daily_running_month(context: dg.ScheduleEvaluationContext):
+    """Each day, rebuild the running month (the last partition) as its days arrive."""
+    now = context.scheduled_execution_time
+    key = monthly.get_last_partition_key(current_time=now)
+    return dg.RunRequest(run_key=f"{key}@{now:%Y-%m-%d}", partition_key=key)
+
+
+@dg.schedule(
+    job=audit_job,
+    cron_schedule="50 0 * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+)
+def daily_audits(context: dg.ScheduleEvaluationContext):
+    return dg.RunRequest(run_key=f"audit@{context.scheduled_execution_time:%Y-%m-%d}")

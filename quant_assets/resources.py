@@ -1,0 +1,54 @@
+"""Dagster resources: thin configurable wrappers that build the domain objects."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from quant_assets.sources.base import MarketSource
+
+SOURCE_KINDS = ("synthetic", "binance")
+
+
+class MarketDataSource(dg.ConfigurableResource):
+    """Where the raw tables come from.
+
+    `kind` is `synthetic` (the embedded market simulator, default) or `binance` (the public
+    archive for the past, REST for the days it has not published). Every field left unset
+    falls back to its environment variable, so any command (`make demo` included) can switch
+    source, seed or signal without editing config: QUANT_ASSETS_SOURCE, QUANT_ASSETS_SIM_SEED,
+    QUANT_ASSETS_SIM_SIGNAL, QUANT_ASSETS_ARCHIVE_ROOT, QUANT_ASSETS_CACHE.
+    """
+
+    kind: str | None = None
+    seed: int | None = None
+    signal_strength: float | None = None
+    archive_root: str | None = None
+    cache_dir: str | None = None
+    use_rest: bool = True
+    events_jsonl: str | None = None
+
+    def resolved_kind(self) -> str:
+        kind = self.kind or os.environ.get("QUANT_ASSETS_SOURCE", "synthetic")
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"QUANT_ASSETS_SOURCE / source kind {kind!r} is not one of {SOURCE_KINDS}")
+        return kind
+
+    def build(self) -> MarketSource:
+        if self.resolved_kind() == "synthetic":
+            from quant_assets.sources.synthetic import MarketSimulator
+
+            return MarketSimulator(seed=self.seed, signal_strength=self.signal_strength)
+        from quant_assets.sources.binance import BinanceSource
+
+        return BinanceSource(
+            archive_root=self.archive_root,
+            cache_dir=self.cache_dir,
+            use_rest=self.use_rest,
+            events_jsonl=self.events_jsonl,
+        )
+
+
+def default_resources() -> dict:
+    return {"source": MarketDataSource()}
