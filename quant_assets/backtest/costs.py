@@ -11,6 +11,10 @@ Cost of a trade, as a fraction of traded notional:
   notional resting within `depth_band_pct` of mid on the side being hit. With no book
   (missing depth) the impact uses `fallback_depth_notional`.
 `est_cost` is one side of a round trip; a label of horizon h pays entry + exit.
+
+Funding on a USD-M perpetual is a cash flow at each funding time (every 8 h):
+`-position_notional * funding_rate`, so a long pays a positive rate and a short
+receives it (Binance's convention). The backtest charges it with `funding_payment`.
 """
 
 from __future__ import annotations
@@ -32,9 +36,19 @@ class CostModel:
 
     def one_way_cost(self, notional, depth_notional):
         """Cost fraction of trading `notional` against `depth_notional` (numpy arrays or scalars)."""
-        depth = np.where(np.isfinite(depth_notional) & (depth_notional > 0), depth_notional,
-                         self.fallback_depth_notional)
+        depth = np.where(
+            np.isfinite(depth_notional) & (depth_notional > 0), depth_notional, self.fallback_depth_notional
+        )
         return self.taker_fee + self.slippage + self.impact_coef * np.sqrt(np.abs(notional) / depth)
+
+    def trade_cost(self, notional, depth_notional):
+        """USD cost of trading `notional` (signed or not) against `depth_notional`."""
+        return np.abs(notional) * self.one_way_cost(notional, depth_notional)
+
+    @staticmethod
+    def funding_payment(position_notional, funding_rate):
+        """Cash flow of holding `position_notional` (signed USD) over a funding time: long pays positive rates."""
+        return -np.asarray(position_notional) * np.asarray(funding_rate)
 
     def est_cost_expr(self, depth_notional: pl.Expr) -> pl.Expr:
         """Polars expression for one-way `est_cost` of a `trade_notional` order (labels use this)."""
@@ -43,7 +57,9 @@ class CostModel:
             .then(depth_notional)
             .otherwise(pl.lit(self.fallback_depth_notional))
         )
-        return self.taker_fee + self.slippage + self.impact_coef * (pl.lit(self.trade_notional) / depth).sqrt()
+        return (
+            self.taker_fee + self.slippage + self.impact_coef * (pl.lit(self.trade_notional) / depth).sqrt()
+        )
 
     def as_dict(self) -> dict:
         return asdict(self)
