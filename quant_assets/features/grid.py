@@ -118,6 +118,7 @@ def bar_grid(
         right_on="_price_key",
         by="symbol",
         strategy="backward",
+        check_sortedness=False,
         tolerance=FALLBACK_MAX_STALENESS,
     )
     return out.with_columns(

@@ -1,0 +1,61 @@
+"""No look-ahead: rows at or before t do not change whatever happens to raw rows after t."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+from features_rawdata import STEP, build_matrix, make_raw, splice
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
+
+START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+FEATURES = ["symbol", "ts", *LIQUID_FULL_FEATURE_KEYS]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed_a=st.integers(0, 10_000),
+    seed_b=st.integers(0, 10_000),
+    n_bars=st.integers(150, 420),
+    n_coins=st.integers(1, 3),
+    t_frac=st.floats(0.05, 0.95),
+    gap_fraction=st.sampled_from([0.0, 0.03, 0.2]),
+    drop_future=st.booleans(),
+)
+def test_feature_at_t_ignores_rows_after_t(
+    seed_a, seed_b, n_bars, n_coins, t_frac, gap_fraction, drop_future
+):
+    symbols = ("BTCUSDT", "ETHUSDT", "SOLUSDT")[:n_coins]
+    t = START + STEP * int(t_frac * n_bars)
+    end = START + STEP * n_bars  # the clock's extent is the caller's window, not the data's
+    a = make_raw(seed_a, START, n_bars, symbols, gap_fraction=gap_fraction)
+    b = make_raw(seed_b + 10_001, START, n_bars, symbols, gap_fraction=gap_fraction)
+    if drop_future:  # delete every row after t
+        b = {name: df.clear() for name, df in b.items()}
+    # b's rows after t replace a's: values changed, rows added (b's gaps differ) and deleted
+    spliced = splice(a, b, t)
+    before = build_matrix(a, end=end).filter(pl.col("ts") <= t).select(FEATURES)
+    after = build_matrix(spliced, end=end).filter(pl.col("ts") <= t).select(FEATURES)
+    assert before.height > 0
+    assert_frame_equal(before, after, check_exact=True)
+
+
+def test_the_property_test_can_fail_on_a_leaky_feature():
+    """The same comparison flags a feature that peeks one bar ahead (guards the test itself)."""
+    n_bars, t = 200, START + STEP * 120
+    a = make_raw(1, START, n_bars)
+    spliced = splice(a, make_raw(2, START, n_bars), t)
+
+    def leaky(tables):
+        m = build_matrix(tables, end=START + STEP * n_bars)
+        return (
+            m.with_columns(pl.col("ret_1").shift(-1).over("symbol"))
+            .filter(pl.col("ts") <= t)
+            .select(FEATURES)
+        )
+
+    assert not leaky(a).equals(leaky(spliced))
