@@ -42,7 +42,7 @@ MARKETS = {"spot": "spot_klines", "usdm": "usdm_klines"}
 # Funding intervals per year: annualized_basis = basis * this, the yearly carry a long perpetual
 # would pay if today's premium persisted and were charged every funding interval (8h -> 1095).
 FUNDING_PERIODS_PER_YEAR = dt.timedelta(days=365) / FUNDING_INTERVAL
-NOT_FROM_BINANCE = ("prices", "onchain_signals")
+REST_SPOT, REST_FUTURES = "https://api.binance.com", "https://fapi.binance.com"
 
 
 class BinanceSource:
@@ -54,8 +54,8 @@ class BinanceSource:
         self,
         archive_root: str | None = None,
         cache_dir: str | None = None,
-        rest_base_spot: str = "https://api.binance.com",
-        rest_base_futures: str = "https://fapi.binance.com",
+        rest_base_spot: str | None = None,
+        rest_base_futures: str | None = None,
         use_rest: bool = True,
         events_jsonl: str | None = None,
         http_timeout: float = 10.0,
@@ -80,8 +80,8 @@ class BinanceSource:
         self.use_rest = use_rest
         self.strict = strict
         self._rest_args = dict(
-            base_spot=rest_base_spot,
-            base_futures=rest_base_futures,
+            base_spot=rest_base_spot or os.environ.get("QUANT_ASSETS_REST_SPOT") or REST_SPOT,
+            base_futures=rest_base_futures or os.environ.get("QUANT_ASSETS_REST_FUTURES") or REST_FUTURES,
             timeout=http_timeout,
             max_retries=max_retries,
             sleep=sleep,
@@ -113,6 +113,8 @@ class BinanceSource:
         run = _Run(self, start, end, until)
         out: dict[str, pl.DataFrame] = {}
         for table in tables:
+            rest_before = self._rest.stats.requests if self._rest is not None else 0
+            notes_before = len(self._rest.notes) if self._rest is not None else 0
             if table == "market_bars":
                 df = run.market_bars()
             elif table == "funding_rates":
@@ -127,6 +129,11 @@ class BinanceSource:
                 run.note(table, f"{table}: Binance has no such data; the binance source leaves it empty")
                 df = RAW_TABLES[table].empty()
             out[table] = run.finish(table, df)
+            rest = self._rest
+            if rest is not None:
+                run.entry(table)["rest_requests"] = rest.stats.requests - rest_before
+                for text in rest.notes[notes_before:]:
+                    run.note(table, text)
         self.last_report = run.report()
         return out
 
@@ -152,6 +159,7 @@ class _Run:
             table,
             {
                 "rows": 0,
+                "rest_requests": 0,
                 "files_read": 0,
                 "files_missing": 0,
                 "missing_files": [],
@@ -195,10 +203,11 @@ class _Run:
         e["ignored_rows"] += notes.ignored
 
     def report(self) -> dict:
+        """Per-table coverage at the top level (`report["market_bars"]`), then run-wide figures."""
         src = self.src
         rest = src._rest
-        notes = list(rest.notes) if rest is not None else []
         return {
+            **self.tables,
             "source": src.name,
             "archive_root": src.store.root,
             "window": {
@@ -206,13 +215,12 @@ class _Run:
                 "end": self.end.isoformat(),
                 "until": self.until.isoformat(),
             },
-            "tables": self.tables,
             "archive": {**src.store.stats.as_dict(), "http": src.store.http.as_dict()},
             "rest": {
                 "enabled": src.use_rest,
                 **(rest.stats.as_dict() if rest is not None else {"requests": 0}),
             },
-            "notes": notes,
+            "notes": list(rest.notes) if rest is not None else [],
         }
 
     def finish(self, table: str, df: pl.DataFrame) -> pl.DataFrame:
@@ -399,7 +407,7 @@ class _Run:
         frames = []
         live = self.src.use_rest and (self.src.clock() - self.until.timestamp()) < FIVE_MIN.total_seconds()
         for symbol in self.src.symbols:
-            read = self.src.archive.read("book_depth", symbol, self.days, self.today)
+            read = self.src.archive.read("book_depth", symbol, self.days, self.today, until=self.until)
             got = [read.frame] if read.frame.height else []
             rest_days = 0
             if live and self.today in read.missing_days and self.start <= self.today < self.end:
@@ -411,9 +419,9 @@ class _Run:
             frame = pl.concat(got) if got else RAW_TABLES["orderbook_l2"].empty()
             self.account("orderbook_l2", symbol, read, read.missing_days - self.days_of(frame), rest_days)
             frames.append(frame)
-        if not live and self.src.use_rest:
+        if self.entry("orderbook_l2")["gap_days"]:
             self.note(
-                "orderbook_l2", "REST has only the current book: days missing from the archive stay gaps"
+                "orderbook_l2", "REST has only the current book: past days missing from the archive stay gaps"
             )
         return pl.concat(frames)
 

@@ -376,9 +376,18 @@ class BinanceArchive:
         self.max_workers = max_workers
 
     def read(
-        self, dataset: str, symbol: str, days: Iterable[dt.date], today: dt.date, tf: str = ""
+        self,
+        dataset: str,
+        symbol: str,
+        days: Iterable[dt.date],
+        today: dt.date,
+        tf: str = "",
+        until: dt.datetime | None = None,
     ) -> ArchiveRead:
-        """Rows of `dataset` for `symbol` on `days` (files for days after `today` are not asked for)."""
+        """Rows of `dataset` for `symbol` on `days` (files for days after `today` are not asked for).
+
+        `until` matters to bookDepth only, whose 5-minute rows are built from the snapshots seen by then.
+        """
         ds = DATASETS[dataset]
         days = sorted(d for d in set(days) if d <= today)
         listed = _listing(symbol, ds.perp)
@@ -387,14 +396,14 @@ class BinanceArchive:
         out = ArchiveRead(frame=pl.DataFrame(), before_listing=before)
         jobs = self._plan(ds, symbol, tf, days, today)
         frames: list[pl.DataFrame] = []
-        results = self._run(ds, symbol, tf, jobs)
+        results = self._run(ds, symbol, tf, jobs, until)
         retry: list[_Job] = []
         for job, res in zip(jobs, results, strict=True):
             if res is None and job.period == "monthly" and "daily" in ds.periods:
                 retry.extend(self._daily_jobs(ds, symbol, tf, job.days))
             else:
                 self._collect(out, frames, job, res)
-        for job, res in zip(retry, self._run(ds, symbol, tf, retry), strict=True):
+        for job, res in zip(retry, self._run(ds, symbol, tf, retry, until), strict=True):
             self._collect(out, frames, job, res)
         wanted = set(days)
         frame = pl.concat(frames, how="vertical") if frames else pl.DataFrame()
@@ -441,7 +450,7 @@ class BinanceArchive:
     def _daily_jobs(ds: Dataset, symbol: str, tf: str, days: Iterable[dt.date]) -> list[_Job]:
         return [_Job(ds.rel("daily", symbol, d.isoformat(), tf), "daily", (d,)) for d in days]
 
-    def _run(self, ds: Dataset, symbol: str, tf: str, jobs: list[_Job]) -> list:
+    def _run(self, ds: Dataset, symbol: str, tf: str, jobs: list[_Job], until: dt.datetime | None) -> list:
         if not jobs:
             return []
 
@@ -454,7 +463,7 @@ class BinanceArchive:
             if data is None:
                 return None
             name, text = unzip_csv(job.rel, data)
-            return self._parse(ds, name, text, symbol, tf)
+            return self._parse(ds, f"{job.rel}:{name}", text, symbol, tf, until)
 
         if len(jobs) == 1 or self.max_workers <= 1:
             return [one(j) for j in jobs]
@@ -462,7 +471,7 @@ class BinanceArchive:
             return list(pool.map(one, jobs))
 
     def _parse(
-        self, ds: Dataset, name: str, text: bytes, symbol: str, tf: str
+        self, ds: Dataset, name: str, text: bytes, symbol: str, tf: str, until: dt.datetime | None
     ) -> tuple[pl.DataFrame, ParseNotes]:
         notes = ParseNotes()
         src = StringRows.from_csv(text, name, ds.ncols, ds.first_is_data)
@@ -476,7 +485,7 @@ class BinanceArchive:
         if ds.name == "metrics":
             return metrics_frame(src, symbol, notes), notes
         if ds.name == "book_depth":
-            return book_depth_frame(src, symbol, notes), notes
+            return book_depth_frame(src, symbol, notes, until), notes
         raise KeyError(ds.name)
 
 

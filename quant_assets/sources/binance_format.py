@@ -101,11 +101,11 @@ class StringRows:
         return cls(fields, rows, source, header)
 
     @classmethod
-    def from_json(cls, data: object, source: str, ncols: int | None = None) -> StringRows:
-        """JSON arrays of scalars (a REST response) as string fields; row i is array i (1-based)."""
+    def from_json(cls, data: object, source: str, ncols: int) -> StringRows:
+        """JSON arrays of `ncols` scalars (a REST response) as string fields; row i is array i (1-based)."""
         if not isinstance(data, list):
             raise ArchiveFormatError(f"{source}: expected a JSON list of rows, got {str(data)[:120]}")
-        width = ncols if ncols is not None else (len(data[0]) if data and isinstance(data[0], list) else 0)
+        width = ncols
         cols: list[list[str]] = [[] for _ in range(width)]
         for i, row in enumerate(data):
             if not isinstance(row, list | tuple) or len(row) != width:
@@ -278,6 +278,13 @@ _KLINE_RULES: tuple[tuple[str, pl.Expr, str], ...] = (
     ),
     ("volume", pl.col("volume") < 0, "is negative"),
     ("quote_volume", pl.col("quote_volume") < 0, "is negative"),
+    ("trades", pl.col("trades") < 0, "is negative"),
+    # taker buys are a part of the volume; a tolerance for the 8-decimal rounding of both
+    (
+        "taker_buy_volume",
+        pl.col("taker_buy_volume") > pl.col("volume") * (1 + 1e-9) + 1e-12,
+        "is above volume",
+    ),
 )
 
 
@@ -388,7 +395,8 @@ def funding_frame(
 def metrics_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.DataFrame:
     """Archive `metrics` rows -> derivatives_metrics rows without basis (added by the source).
 
-    ts = create_time; available_at = create_time + 5 minutes (the archive's aggregation delay).
+    ts = create_time (floored to the 5-minute grid, where real files already are);
+    available_at = create_time + 5 minutes (the archive's aggregation delay).
     Conflicting rows for one create_time occur in real files; the last one is kept and counted.
     """
     pos = _metrics_positions(src)
@@ -398,7 +406,8 @@ def metrics_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.DataFra
         raise src.fail(
             other[0], "symbol", sym[other[0]], f"is not {symbol}: the file holds another symbol's data"
         )
-    cols = [src.time(pos["create_time"], "create_time").rename("ts")]
+    created = src.time(pos["create_time"], "create_time")
+    cols = [created.dt.truncate("5m").rename("ts"), (created + FIVE_MIN).rename("available_at")]
     for name, col in METRICS_COLUMNS.items():
         cols.append(src.number(pos[name], name, nullable=col in METRICS_NULLABLE).rename(col))
     df = pl.DataFrame([*cols, src.rows.rename("_row")])
@@ -412,7 +421,6 @@ def metrics_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.DataFra
             symbol=pl.lit(symbol),
             basis=pl.lit(None, pl.Float64),
             annualized_basis=pl.lit(None, pl.Float64),
-            available_at=pl.col("ts") + FIVE_MIN,
         )
     )
 
@@ -429,7 +437,9 @@ def _metrics_positions(src: StringRows) -> dict[str, int]:
 # -- bookDepth ------------------------------------------------------------------------------------
 
 
-def book_depth_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.DataFrame:
+def book_depth_frame(
+    src: StringRows, symbol: str, notes: ParseNotes, until: dt.datetime | None = None
+) -> pl.DataFrame:
     """Archive `bookDepth` rows (timestamp, percentage, depth, notional) -> orderbook_l2 rows.
 
     Negative percentages are the bid side, positive the ask side; depth is cumulative base
@@ -437,7 +447,8 @@ def book_depth_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.Data
     ~30-60 s; each 5-minute bucket keeps its LAST complete snapshot (all ten +-1..5% bands)
     and is stamped with the bucket's start, so like a bar it is known at ts + 5m. Bands other
     than whole +-1..5% (some files add +-0.2%) are ignored and counted. best_bid/best_ask
-    stay null: the archive has no top of book.
+    stay null: the archive has no top of book. Snapshots taken after `until` are left out
+    before bucketing, so a bucket still running at `until` holds the last snapshot seen by then.
     """
     df = pl.DataFrame(
         [
@@ -452,6 +463,8 @@ def book_depth_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.Data
         neg = (df[name] < 0).arg_true()
         if neg.len():
             raise src.fail(neg[0], name, df[name][neg[0]], "is negative")
+    if until is not None:
+        df = df.filter(pl.col("snap") <= until)
     band = df["pct"].abs().round(0)
     in_scope = ((df["pct"].abs() - band).abs() < 1e-9) & band.is_in([float(b) for b in DEPTH_BANDS])
     notes.ignored += int((~in_scope).sum())

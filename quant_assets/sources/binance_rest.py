@@ -27,6 +27,7 @@ import polars as pl
 
 from quant_assets.schemas import DEPTH_BANDS, RAW_TABLES, TS
 from quant_assets.sources.binance_format import (
+    KLINE_COLUMNS,
     ParseNotes,
     StringRows,
     funding_frame,
@@ -146,7 +147,14 @@ class BinanceRest:
         rows = self._paged_klines(base, path, symbol, timeframe, start, end, KLINE_LIMIT[market], wl)
         notes = ParseNotes()
         source = f"GET {path} {symbol} {timeframe}"
-        df = klines_frame(StringRows.from_json(rows, source), symbol, market, timeframe, notes, strict=strict)
+        df = klines_frame(
+            StringRows.from_json(rows, source, ncols=KLINE_COLUMNS),
+            symbol,
+            market,
+            timeframe,
+            notes,
+            strict=strict,
+        )
         return df, notes
 
     def premium_index_klines(
@@ -157,7 +165,9 @@ class BinanceRest:
         rows = self._paged_klines(
             self.base_futures, path, symbol, timeframe, start, end, KLINE_LIMIT["usdm"], FUTURES_WEIGHT_LIMIT
         )
-        return premium_frame(StringRows.from_json(rows, f"GET {path} {symbol}"), symbol, timeframe)
+        return premium_frame(
+            StringRows.from_json(rows, f"GET {path} {symbol}", ncols=KLINE_COLUMNS), symbol, timeframe
+        )
 
     def _paged_klines(
         self,
@@ -217,7 +227,7 @@ class BinanceRest:
             if len(page) < FUNDING_LIMIT:
                 break
             cursor = int(page[-1]["fundingTime"]) + 1
-        src = StringRows.from_json(rows, f"GET {path} {symbol}")
+        src = StringRows.from_json(rows, f"GET {path} {symbol}", ncols=3)
         return funding_frame(src, symbol, time_col=0, rate_col=1, mark_col=2)
 
     def futures_data(self, symbol: str, start: dt.datetime, end: dt.datetime) -> pl.DataFrame:

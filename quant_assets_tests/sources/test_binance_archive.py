@@ -265,7 +265,7 @@ def test_a_missing_file_is_a_reported_gap_not_an_error(tmp_path):
     ]
     spot5 = out.filter(pl.col("market") == "spot", pl.col("timeframe") == "5m")
     assert spot5["date"].unique().to_list() == [dt.date(2025, 8, 5)]
-    rep = src.last_report["tables"]["market_bars"]
+    rep = src.last_report["market_bars"]
     assert rep["gap_days"] == {"BTCUSDT spot 5m": ["2025-08-04"]}
     assert spot_rel("BTCUSDT", "5m", AUG4) in rep["missing_files"]
 
@@ -279,7 +279,7 @@ def test_days_before_a_coins_listing_are_not_requested(tmp_path):
             ["market_bars"], dt.date(2020, 8, 1), dt.date(2020, 8, 11), dt.datetime(2020, 9, 1, tzinfo=UTC)
         )
     assert server.requests == []  # SOL spot opened 2020-08-11, its perpetual 2020-09-14
-    assert src.last_report["tables"]["market_bars"]["before_listing_days"] == 10 * 4
+    assert src.last_report["market_bars"]["before_listing_days"] == 10 * 4
 
 
 # -- download cache -------------------------------------------------------------------------------
