@@ -13,7 +13,6 @@ export PYTHONUNBUFFERED := 1
 # torch==2.13.0 first: it is the CPU wheel on this disk; nothing else may pull a CUDA build.
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)

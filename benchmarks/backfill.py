@@ -59,10 +59,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="qa-bench-") as tmp:
         env = {**os.environ, "QUANT_ASSETS_LAKE": f"{tmp}/lake", "DAGSTER_HOME": f"{tmp}/home"}
         os.makedirs(env["DAGSTER_HOME"])
-        subprocess.run([sys.executable, "-m", "quant_assets.instance"], env=env, check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "quant_assets.instance"], env=env, check=True, capture_output=True
+        )
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", CHILD, args.layers, args.start], env=env,
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", CHILD, args.layers, args.start], env=env, capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             print(proc.stdout[-3000:], proc.stderr[-5000:])
@@ -70,13 +73,26 @@ def main() -> int:
         peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024**2
         result = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))[7:])
     total = sum(result["rows"].values())
-    print(f"layers {args.layers} from {args.start}: {result['runs']} run(s), {wall:.1f} s wall, "
-          f"{total:,} rows ({total / wall:,.0f} rows/s), peak RSS {peak_gib:.2f} GiB")
+    print(
+        f"layers {args.layers} from {args.start}: {result['runs']} run(s), {wall:.1f} s wall, "
+        f"{total:,} rows ({total / wall:,.0f} rows/s), peak RSS {peak_gib:.2f} GiB"
+    )
     for name, n in result["rows"].items():
         print(f"  {name:<24} {n:>12,}")
-    print(json.dumps({"benchmark": "backfill", "layers": args.layers, "start": args.start, "wall_s": round(wall, 1),
-                      "rows": total, "rows_per_s": round(total / wall), "peak_rss_gib": round(peak_gib, 2),
-                      "runs": result["runs"]}))
+    print(
+        json.dumps(
+            {
+                "benchmark": "backfill",
+                "layers": args.layers,
+                "start": args.start,
+                "wall_s": round(wall, 1),
+                "rows": total,
+                "rows_per_s": round(total / wall),
+                "peak_rss_gib": round(peak_gib, 2),
+                "runs": result["runs"],
+            }
+        )
+    )
     return 0
 
 

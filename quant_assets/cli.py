@@ -20,7 +20,7 @@ import polars as pl
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from quant_assets import coverage, lake
-from quant_assets.definitions import defs
+from quant_assets.definitions import ASSETS, CHECKS, defs
 from quant_assets.instance import prepare_home
 from quant_assets.partitions import monthly
 
@@ -30,11 +30,6 @@ LAYERS: list[tuple[str, dg.AssetSelection, bool]] = [
     ("audit", dg.AssetSelection.groups("audit"), False),
 ]
 UI_HINT = "Open the UI:  make ui   ->  http://127.0.0.1:3000  (runs, asset checks, lineage)"
-
-
-def _all_defs() -> list:
-    graph = defs.resolve_asset_graph()
-    return [graph.assets_def_for_key(k) for k in graph.get_all_asset_keys()]
 
 
 def run_layer(
@@ -48,9 +43,8 @@ def run_layer(
     tags = {}
     if first_key is not None:
         tags = {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
-    assets = list({id(a): a for a in _all_defs()}.values())
     return dg.materialize(
-        assets,
+        [*ASSETS, *CHECKS],
         instance=instance,
         selection=selection,
         tags=tags,

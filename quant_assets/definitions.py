@@ -9,9 +9,12 @@ from quant_assets.defs.raw.automation import audit_job, daily_audits, daily_runn
 from quant_assets.defs.raw.checks import raw_checks
 from quant_assets.resources import default_resources
 
+ASSETS = [raw_tables, required_data_readiness, full_history_audit]
+CHECKS = [*raw_checks, readiness_ready]
+
 defs = dg.Definitions(
-    assets=[raw_tables, required_data_readiness, full_history_audit],
-    asset_checks=[*raw_checks, readiness_ready],
+    assets=ASSETS,
+    asset_checks=CHECKS,
     jobs=[raw_job, audit_job],
     schedules=[daily_running_month, daily_audits],
     resources=default_resources(),

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterable, Iterator
 
 import polars as pl
+import polars.selectors as cs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
@@ -160,7 +161,12 @@ def scan(
     if end is not None:
         last = end - dt.timedelta(days=1)
         lf = lf.filter(pl.col(PARTITION_COLUMN) <= last.strftime("%Y-%m"), pl.col("date") < end)
-    return lf.drop(PARTITION_COLUMN)
+    return _ms(lf.drop(PARTITION_COLUMN))
+
+
+def _ms(frame):
+    """Delta stores timestamps in microseconds; the project's contract is milliseconds (schemas.TS)."""
+    return frame.with_columns(cs.datetime().dt.cast_time_unit("ms"))
 
 
 def read(table: str, start=None, end=None, version: int | None = None) -> pl.DataFrame:
@@ -183,4 +189,4 @@ def write_table(table: str, df: pl.DataFrame) -> None:
 
 def read_table(table: str, version: int | None = None) -> pl.DataFrame:
     """A whole unpartitioned table (see `write_table`)."""
-    return pl.read_delta(uri(table), version=version, storage_options=storage_options())
+    return _ms(pl.read_delta(uri(table), version=version, storage_options=storage_options()))

@@ -21,13 +21,16 @@ def graph_snapshot() -> dict:
         assets[key.to_user_string()] = {
             "group": node.group_name,
             "deps": sorted(p.to_user_string() for p in node.parent_keys),
-            "partitions": None if pdef is None else f"{type(pdef).__name__}({pdef.get_first_partition_key()}..)",
+            "partitions": None
+            if pdef is None
+            else f"{type(pdef).__name__}({pdef.get_first_partition_key()}..)",
             "backfill_policy": None if policy is None else policy.policy_type.value,
             "checks": sorted(
                 f"{ck.name}{' (blocking)' if graph.get(ck).blocking else ''}" for ck in node.check_keys
             ),
-            "automation": None if node.automation_condition is None else node.automation_condition.get_label()
-            or type(node.automation_condition).__name__,
+            "automation": None
+            if node.automation_condition is None
+            else node.automation_condition.get_label() or type(node.automation_condition).__name__,
         }
     return {
         "assets": assets,

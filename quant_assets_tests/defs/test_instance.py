@@ -22,8 +22,11 @@ def test_materialisation_is_recorded_in_postgres_and_read_back(tmp_path, postgre
     home = instance.prepare_home(tmp_path / "home", env=dict(os.environ))
     with dg.DagsterInstance.from_config(str(home)) as inst:
         assert "Postgres" in type(inst.run_storage).__name__
-        res = dg.materialize([required_data_readiness], instance=inst,
-                             run_config={"ops": {"required_data_readiness": {"config": {"window_days": 1}}}})
+        res = dg.materialize(
+            [required_data_readiness],
+            instance=inst,
+            run_config={"ops": {"required_data_readiness": {"config": {"window_days": 1}}}},
+        )
         assert res.success
         run_id = res.run_id
     # A second, independent instance reads the run and the materialisation back from the server.

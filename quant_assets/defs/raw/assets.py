@@ -67,7 +67,10 @@ def raw_tables(context: dg.AssetExecutionContext, source: MarketDataSource):
             progress.step(f"{m0:%Y-%m}: " + ", ".join(f"{t}={frames[t].height:,}" for t in tables))
         for table in tables:
             files = sorted(stage.glob(f"{table}-*.parquet"))
-            rows = lake.write_window(table, (pl.read_parquet(f) for f in files), start, end)
+            # An empty window still commits (with the schema): it clears stale rows and creates
+            # the table on first use, so readers and checks always find it.
+            frames = (pl.read_parquet(f) for f in files) if files else iter([RAW_TABLES[table].empty()])
+            rows = lake.write_window(table, frames, start, end)
             summary = (
                 lake.scan(table, start, end)
                 .select(
