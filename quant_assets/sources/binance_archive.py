@@ -218,6 +218,10 @@ class ArchiveStore:
         return data
 
     def _get_local(self, rel: str) -> bytes | None:
+        if not os.path.isdir(self.root):  # a mistyped root would otherwise read as "every file missing"
+            raise FileNotFoundError(
+                f"archive root {self.root!r} is not a directory (QUANT_ASSETS_ARCHIVE_ROOT)"
+            )
         path = os.path.join(self.root, rel)
         if not os.path.exists(path):
             return None

@@ -79,14 +79,20 @@ class StringRows:
     def from_csv(cls, text: bytes, source: str, ncols: int, first_is_data) -> StringRows:
         """Split CSV `text` into `ncols` string fields; a first line failing `first_is_data` is a header."""
         lines = pl.read_csv(
-            text, has_header=False, separator="\x1f", quote_char=None, schema={"line": pl.String}
+            text.removeprefix(b"\xef\xbb\xbf"),  # a BOM would make the first data row look like a header
+            has_header=False,
+            separator="\x1f",
+            quote_char=None,
+            schema={"line": pl.String},
         ).get_column("line")
         rows = pl.int_range(1, lines.len() + 1, eager=True, dtype=pl.Int64)
-        # a file ends with one newline; blank lines elsewhere are a malformed row (0 columns)
-        keep = lines.is_not_null() | (rows < _last_content_row(lines))
+        # blank lines after the data are harmless; a blank line inside it is a malformed row (0 columns)
+        content = lines.is_not_null().arg_true()
+        last = int(content[-1]) + 1 if content.len() else 0
+        keep = lines.is_not_null() | (rows <= last)
         lines, rows = lines.filter(keep), rows.filter(keep)
         header = None
-        if lines.len() and not first_is_data(lines[0].split(",")[0].strip()):
+        if lines.len() and lines[0] is not None and not first_is_data(lines[0].split(",")[0].strip()):
             header = [h.strip() for h in lines[0].split(",")]
             lines, rows = lines.slice(1), rows.slice(1)
         parts = lines.fill_null("").str.split(",")
@@ -171,11 +177,6 @@ class StringRows:
         return out.rename(name)
 
 
-def _last_content_row(lines: pl.Series) -> int:
-    nn = lines.is_not_null().arg_true()
-    return int(nn[-1]) + 2 if nn.len() else 0
-
-
 def is_number(s: str) -> bool:
     try:
         float(s)
@@ -244,14 +245,14 @@ def _check_grid(src: StringRows, df: pl.DataFrame, step: dt.timedelta, name: str
         )
 
 
+_UNITS = {"m": dt.timedelta(minutes=1), "h": dt.timedelta(hours=1), "d": dt.timedelta(days=1)}
+
+
 def _fmt(step: dt.timedelta) -> str:
     for unit, length in (("d", _UNITS["d"]), ("h", _UNITS["h"]), ("m", _UNITS["m"])):
         if step % length == dt.timedelta(0):
             return f"{step // length}{unit}"
     return str(step)
-
-
-_UNITS = {"m": dt.timedelta(minutes=1), "h": dt.timedelta(hours=1), "d": dt.timedelta(days=1)}
 
 
 def interval(timeframe: str) -> dt.timedelta:

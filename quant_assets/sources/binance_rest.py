@@ -1,7 +1,7 @@
 """Binance public REST endpoints (httpx) for the days the archive has not published yet.
 
 Every response is mapped onto the same raw lake schemas as the archive, through the same
-converters (`binance_archive.klines_frame`, ...), so a day from REST and a day from the archive
+converters (`binance_format.klines_frame`, ...), so a day from REST and a day from the archive
 are indistinguishable downstream.
 
 Traps handled here:
