@@ -31,7 +31,6 @@ from scipy.signal import lfilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from quant_assets.features.grid import FALLBACK_MAX_STALENESS  # noqa: E402
 from quant_assets.features.keys import (  # noqa: E402
     ACCEL_PAIRS,
     H1_PREFIX,
@@ -175,7 +174,7 @@ def pandas_grid(
             left_on="ts",
             right_on="key",
             by="symbol",
-            tolerance=pd.Timedelta(FALLBACK_MAX_STALENESS),
+            tolerance=pd.Timedelta(step) - pd.Timedelta("1ms"),  # snapshots in (t - step, t]
             direction="backward",
         )
         .sort_values(["symbol", "ts"], kind="stable")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
+import pytest
 from features_rawdata import STEP, build_matrix, make_raw, splice
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -41,7 +42,10 @@ def test_feature_at_t_ignores_rows_after_t(
     before = build_matrix(a, end=end).filter(pl.col("ts") <= t).select(FEATURES)
     after = build_matrix(spliced, end=end).filter(pl.col("ts") <= t).select(FEATURES)
     assert before.height > 0
-    assert_frame_equal(before, after, check_exact=True)
+    # Same rows, same nulls, same flags; floats equal to 1e-12. Polars' incremental rolling kernels may
+    # round the last bit differently depending on how the frame is laid out in memory, which depends on
+    # the whole input; a leak moves a value by far more (see the test below).
+    assert_frame_equal(before, after, check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
 
 
 def test_the_property_test_can_fail_on_a_leaky_feature():
@@ -58,4 +62,5 @@ def test_the_property_test_can_fail_on_a_leaky_feature():
             .select(FEATURES)
         )
 
-    assert not leaky(a).equals(leaky(spliced))
+    with pytest.raises(AssertionError, match="ret_1"):
+        assert_frame_equal(leaky(a), leaky(spliced), check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
