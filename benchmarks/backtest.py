@@ -194,17 +194,19 @@ def main() -> None:
             "orders_ours": m["n_trades"],
             "orders_vectorbt": peer_totals["orders"],
             "costs_ours": round(m["cost"], 2),
+            "fees_ours": round(m["traded_notional"] * FEES, 2),
             "fees_vectorbt": round(peer_totals["fees"], 2),
             "total_pnl_ours": round(float(ours_pnl.sum()), 2),
             "total_profit_vectorbt": round(float(theirs.sum()), 2),
-            "max_abs_diff_per_asset": round(float(diff.max()), 4),
+            "max_abs_diff_per_asset": round(float(diff.max()), 6),
             "same_sign_all_assets": bool((np.sign(ours_pnl) == np.sign(theirs)).all()),
         }
         print(
-            f"totals: PnL ours {ours_pnl.sum():,.2f} vs vectorbt {theirs.sum():,.2f} "
-            f"(largest per-asset gap {diff.max():.4f} USD; vectorbt charges the fee on the slipped price); "
-            f"orders {m['n_trades']:,} vs {peer_totals['orders']:,}; costs {m['cost']:,.2f} vs fees+slippage "
-            f"in vectorbt's fill prices (fees alone {peer_totals['fees']:,.2f})"
+            f"totals: PnL ours {ours_pnl.sum():,.2f} vs vectorbt {theirs.sum():,.2f}, largest per-asset gap "
+            f"{diff.max():.6f} USD (vectorbt takes the fee on the slipped fill price, +-p*s*f per unit, which "
+            f"cancels between alternating buys and sells); orders {m['n_trades']:,} vs {peer_totals['orders']:,}; "
+            f"fees ours {m['traded_notional'] * FEES:,.2f} vs vectorbt {peer_totals['fees']:,.2f} "
+            f"(ours + slippage {m['cost']:,.2f})"
         )
     under_1s = best < 1.0
     print(

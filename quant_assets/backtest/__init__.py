@@ -12,6 +12,7 @@ _EXPORTS = {
     "DEFAULT_COSTS": "quant_assets.backtest.costs",
     "BacktestResult": "quant_assets.backtest.engine",
     "run_backtest": "quant_assets.backtest.engine",
+    "run_horizons": "quant_assets.backtest.engine",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -117,7 +117,10 @@ class BacktestResult:
             **self.metrics,
             "metrics": json.dumps(self.metrics, sort_keys=True),
         }
-        return pl.DataFrame([row]).with_columns(pl.col("period_start", "period_end").cast(TS))
+        # the period is the open times of the first and last bar
+        return pl.DataFrame([row]).with_columns(
+            pl.col("period_start", "period_end").cast(TS), pl.col("horizon").cast(pl.String)
+        )
 
     def bars(self) -> pl.DataFrame:
         """Per-row detail (ts, symbol, close, units, pnl), built on demand: it is as large as the input."""
@@ -240,3 +243,27 @@ def run_backtest(frame: pl.DataFrame | pl.LazyFrame, config: BacktestConfig | No
     }
     per_symbol = _per_symbol(panel, cfg, pnl, trade_rows, notional, cost, fund_rows, funding)
     return BacktestResult(cfg, panel, units, pnl, equity, trades, per_symbol, metrics)
+
+
+def run_horizons(
+    frame: pl.DataFrame | pl.LazyFrame,
+    configs: dict[str, BacktestConfig],
+    *,
+    score: str = "score_{h}",
+    confidence: str | None = "confidence_{h}",
+) -> dict[str, BacktestResult]:
+    """One backtest per horizon: `configs[h]` trades the `score.format(h=h)` column (and its confidence)."""
+    lazy = frame.lazy()
+    names = lazy.collect_schema().names()
+    out = {}
+    for h, cfg in configs.items():
+        s_col = score.format(h=h)
+        if s_col not in names:
+            raise ValueError(f"run_horizons: no column {s_col!r} for horizon {h!r}; got {names}")
+        cols = {s_col: "score"}
+        c_col = confidence.format(h=h) if confidence else None
+        if c_col in names:
+            cols[c_col] = "confidence"
+        keep = [c for c in ("ts", "symbol", "close", "depth_notional", "funding_rate") if c in names]
+        out[h] = run_backtest(lazy.select(*keep, *[pl.col(k).alias(v) for k, v in cols.items()]), cfg)
+    return out

@@ -38,7 +38,11 @@ def signal_levels(panel: Panel, cfg: BacktestConfig) -> tuple[np.ndarray, np.nda
             signal = (mag >= cfg.threshold) & (mag > 0)
             level = np.clip(score * cfg.score_scale, -cfg.max_position, cfg.max_position)
             scale = 1.0
-        if panel.confidence is not None and cfg.min_confidence > 0:
+        if cfg.min_confidence > 0:
+            if panel.confidence is None:
+                raise ValueError(
+                    f"min_confidence={cfg.min_confidence} needs a 'confidence' column in the frame"
+                )
             signal &= panel.confidence >= cfg.min_confidence
     # a bar that does not signal asks for nothing (np.where also clears NaN float levels)
     if level.dtype.kind == "f":

@@ -33,8 +33,8 @@ import pandas as pd
 import polars as pl
 
 
-def _as_time_array(values, name: str) -> np.ndarray:
-    """Datetimes -> int64 nanoseconds, numbers -> float64; anything else is an error naming `name`."""
+def _as_time_array(values, name: str) -> tuple[np.ndarray, bool]:
+    """(times, is_datetime): datetimes -> int64 nanoseconds, integers -> int64, floats -> float64."""
     if isinstance(values, pl.Series):
         values = values.to_numpy()
     if isinstance(values, pd.Series | pd.Index) and isinstance(values.dtype, pd.DatetimeTZDtype):
@@ -47,24 +47,26 @@ def _as_time_array(values, name: str) -> np.ndarray:
     if arr.dtype.kind == "M":
         if np.isnat(arr).any():
             raise ValueError(f"{name}: missing time at row {int(np.flatnonzero(np.isnat(arr))[0])}")
-        return arr.astype("datetime64[ns]").astype(np.int64)
+        return arr.astype("datetime64[ns]").astype(np.int64), True
     if arr.dtype.kind == "O" and len(arr) and isinstance(arr[0], dt.datetime):
         as_utc = pd.to_datetime(arr, utc=True).tz_localize(None)
         return _as_time_array(as_utc.to_numpy(), name)
-    if arr.dtype.kind in "iuf":
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64), False
+    if arr.dtype.kind == "f":
         out = arr.astype(np.float64)
         bad = ~np.isfinite(out)
         if bad.any():
             raise ValueError(f"{name}: missing or infinite time at row {int(np.flatnonzero(bad)[0])}")
-        return out
+        return out, False
     raise TypeError(f"{name}: times must be datetimes or numbers, got dtype {arr.dtype}")
 
 
-def _as_duration(value, kind: str):
-    """An embargo duration in the same units as the times (ns for datetimes)."""
+def _as_duration(value, datetimes: bool):
+    """An embargo duration in the units of the times: nanoseconds for datetimes, else the numbers' own."""
     if value is None:
-        return 0 if kind == "i" else 0.0
-    if kind == "i":
+        return 0
+    if datetimes:
         if isinstance(value, pd.Timedelta):
             return int(value.value)
         if isinstance(value, dt.timedelta):
@@ -74,7 +76,7 @@ def _as_duration(value, kind: str):
         raise TypeError(f"embargo_td must be a timedelta when times are datetimes, got {value!r}")
     if isinstance(value, dt.timedelta | np.timedelta64):
         raise TypeError(f"embargo_td must be a number when times are numbers, got {value!r}")
-    return float(value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class LabelIntervals:
     t1: np.ndarray
     grid: np.ndarray  # sorted unique t0
     pos: np.ndarray  # grid position of each row's t0
+    datetimes: bool = False  # True: t0/t1 are int64 nanoseconds since the epoch
 
     @property
     def n_rows(self) -> int:
@@ -97,8 +100,8 @@ class LabelIntervals:
     @classmethod
     def from_rows(cls, n_rows: int) -> LabelIntervals:
         """No intervals given: each row is its own instant, the grid is the row order."""
-        idx = np.arange(n_rows, dtype=np.float64)
-        return cls(idx, idx, idx, np.arange(n_rows))
+        idx = np.arange(n_rows, dtype=np.int64)
+        return cls(idx, idx, idx, idx)
 
     @classmethod
     def build(cls, t0=None, t1=None, n_rows: int | None = None) -> LabelIntervals:
@@ -113,12 +116,14 @@ class LabelIntervals:
             raise ValueError(
                 "label intervals: t1 given without t0 (pass t0, or t1 as a Series indexed by t0)"
             )
-        a = _as_time_array(t0, "t0")
-        b = a.copy() if t1 is None else _as_time_array(t1, "t1")
+        a, a_dt = _as_time_array(t0, "t0")
+        b, b_dt = (a.copy(), a_dt) if t1 is None else _as_time_array(t1, "t1")
         if len(a) != len(b):
             raise ValueError(f"label intervals: t0 has {len(a)} rows but t1 has {len(b)}")
-        if a.dtype != b.dtype:
+        if a_dt != b_dt:
             raise TypeError("label intervals: t0 and t1 must both be datetimes or both numbers")
+        if a.dtype != b.dtype:  # an int and a float axis: compare as floats
+            a, b = a.astype(np.float64), b.astype(np.float64)
         if n_rows is not None and len(a) != n_rows:
             raise ValueError(f"label intervals: {len(a)} intervals for {n_rows} rows of X")
         bad = b < a
@@ -126,10 +131,13 @@ class LabelIntervals:
             i = int(np.flatnonzero(bad)[0])
             raise ValueError(f"label intervals: row {i} ends before it starts (t1={b[i]} < t0={a[i]})")
         grid, pos = np.unique(a, return_inverse=True)
-        return cls(a, b, grid, pos.reshape(-1))
+        return cls(a, b, grid, pos.reshape(-1), a_dt)
 
     def duration(self, value):
-        return _as_duration(value, "i" if self.t0.dtype.kind == "i" else "f")
+        h = _as_duration(value, self.datetimes)
+        if not h >= 0:
+            raise ValueError(f"embargo_td must be a non-negative duration, got {value!r}")
+        return h
 
 
 def overlaps_any(t0: np.ndarray, t1: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

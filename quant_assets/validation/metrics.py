@@ -43,13 +43,18 @@ def _pairs(x, y) -> tuple[np.ndarray, np.ndarray]:
     return x[ok], y[ok]
 
 
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    # einsum, not `@`: OpenBLAS's threaded dot was measured at ~15 ms a call here, even on 20k values
+    return float(np.einsum("i,i->", a, b))
+
+
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     if len(x) < 3:
         return float("nan")
     xc = x - x.mean()
     yc = y - y.mean()
-    den = math.sqrt(float(xc @ xc) * float(yc @ yc))
-    return float(xc @ yc) / den if den > 0 else float("nan")
+    den = math.sqrt(_dot(xc, xc) * _dot(yc, yc))
+    return _dot(xc, yc) / den if den > 0 else float("nan")
 
 
 def information_coefficient(x, y) -> float:
@@ -149,7 +154,7 @@ def pnl_metrics(pnl, capital: float, periods_per_year: float = PERIODS_PER_YEAR_
         )
     total = float(p.sum())
     mean = total / n
-    var = (float(p @ p) - n * mean * mean) / (n - 1) if n > 1 else float("nan")
+    var = (_dot(p, p) - n * mean * mean) / (n - 1) if n > 1 else float("nan")
     sd = math.sqrt(var) if var > 0 else float("nan")
     cum = np.cumsum(p)
     peak = np.maximum.accumulate(cum)

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.costs import CostModel
-from quant_assets.backtest.engine import run_backtest
+from quant_assets.backtest.engine import run_backtest, run_horizons
 from quant_assets.schemas import TS
 
 T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -227,3 +227,32 @@ def test_run_row_records_config_period_and_metrics_deterministically():
     assert rec["total_pnl"] == pytest.approx(json.loads(rec["metrics"])["total_pnl"])
     other = run_backtest(df, cfg.with_(threshold=1.0)).run_row()
     assert other["run_id"][0] != rec["run_id"]
+
+
+def test_each_horizon_trades_its_own_score_threshold_and_confidence():
+    nan = np.nan
+    df = bars(
+        "A",
+        np.full(60, 10.0),
+        np.full(60, nan),
+        score_1h=[0.9] + [nan] * 59,
+        confidence_1h=[0.9] + [nan] * 59,
+        score_4h=[0.9] + [nan] * 59,
+        confidence_4h=[0.2] + [nan] * 59,
+    ).drop("score")
+    out = run_horizons(
+        df,
+        {
+            "1h": BacktestConfig.for_horizon("1h", threshold=0.5, min_confidence=0.5),
+            "4h": BacktestConfig.for_horizon("4h", threshold=0.5, min_confidence=0.5),
+        },
+    )
+    assert np.count_nonzero(out["1h"].units) == 12
+    assert np.count_nonzero(out["4h"].units) == 0  # confidence 0.2 is below the 4h minimum
+    rows = pl.concat([r.run_row() for r in out.values()])
+    assert rows["horizon"].to_list() == ["1h", "4h"]
+
+
+def test_min_confidence_without_a_confidence_column_is_an_error():
+    with pytest.raises(ValueError, match="needs a 'confidence' column"):
+        run_backtest(bars("A", [1.0, 2.0], [1.0, 1.0]), BacktestConfig(min_confidence=0.5))
