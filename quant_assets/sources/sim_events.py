@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -120,6 +121,25 @@ ENTITIES: tuple[Entity, ...] = tuple(
 ) + tuple(Entity(f"{t}:{k}", t, name, None, d) for t, k, name, d in _OTHERS)
 
 
+class _Event(NamedTuple):
+    ts: int  # ms after the day's 00:00 UTC
+    kind: str
+    source: str
+    tier: int
+    confidence: float
+    text: str
+    engagement: float
+    author: str
+    platform: str
+    domain: str
+    delay: int  # ms from ts to available_at
+    coin: int
+    relevance: float
+    entity: Entity | None  # the secondary entity (exchange, project, regulator)
+    social: bool
+    z: float  # signed size of the event's effect (see sim_effects)
+
+
 @dataclass
 class DayEvents:
     """One day's events (sorted by ts) and links, plus what the drift of each event is."""
@@ -176,44 +196,34 @@ def day_events(seed: int, daily: DailyState, cal_day: int) -> DayEvents:
         for t in set(SECONDARY.values())
     }
     rows = []
-    for j, (k, c, s_, soc, pl_, sr, a, b) in enumerate(
-        zip(
-            kinds.tolist(),
-            coin.tolist(),
-            sentiment.tolist(),
-            social.tolist(),
-            plat.tolist(),
-            src.tolist(),
-            u[8].tolist(),
-            u[9].tolist(),
-            strict=True,
-        )  # fmt: skip
-    ):
-        kind = TYPES[k]
+    for j in range(n):
+        kind, c, soc = TYPES[kinds[j]], int(coin[j]), bool(social[j])
+        a, b = float(u[8, j]), float(u[9, j])
+        ent = None
         if soc:
-            source, domain = PLATFORMS[pl_][0], PLATFORMS[pl_][1]
-            platform, author, ent = source, f"@{HANDLES[int(a * len(HANDLES))]}{int(b * 100)}", None
+            source, domain = PLATFORMS[plat[j]][0], PLATFORMS[plat[j]][1]
+            platform, author = source, f"@{HANDLES[int(a * len(HANDLES))]}{int(b * 100)}"
         else:
-            source, domain, platform, author = (
-                NEWS_SOURCES[sr][0],
-                NEWS_SOURCES[sr][2],
-                "web",
-                REPORTERS[int(a * len(REPORTERS))],
-            )
+            source, domain = NEWS_SOURCES[src[j]][0], NEWS_SOURCES[src[j]][2]
+            platform, author = "web", REPORTERS[int(a * len(REPORTERS))]
             pool = cands[SECONDARY[kind]]
             ent = pool[int(b * len(pool))] if pool else None
-        tmpl = T[(kind, s_)]
+        tmpl = T[(kind, int(sentiment[j]))]
         base = COINS[c].base
         text = tmpl[int(u[10, j] * len(tmpl))].format(
             base=base, name=COIN_NAMES[base], ent=ent.name if ent else "Binance", pct=pct[j], amt=amt[j]
         )
-        rows.append((int(ts[j]), kind, source, int(tier[j]), float(confidence[j]), text, float(engagement[j]),
-                     author, platform, domain, int(delay[j]), c, float(relevance[j]), ent, soc, float(z[j])))  # fmt: skip
+        rows.append(
+            _Event(int(ts[j]), kind, source, int(tier[j]), float(confidence[j]), text, float(engagement[j]), author,
+                   platform, domain, int(delay[j]), c, float(relevance[j]), ent, soc, float(z[j]))
+        )  # fmt: skip
     rows += _move_events(daily, cal_day, day, listed, move_u)
     return _assemble(day, day_ms, rows)
 
 
-def _move_events(daily: DailyState, cal_day: int, day: dt.date, listed: list[int], u: np.ndarray) -> list:
+def _move_events(
+    daily: DailyState, cal_day: int, day: dt.date, listed: list[int], u: np.ndarray
+) -> list[_Event]:
     rows = []
     yday = day - dt.timedelta(days=1)
     for c in listed:
@@ -229,37 +239,42 @@ def _move_events(daily: DailyState, cal_day: int, day: dt.date, listed: list[int
                                        day=yday.isoformat())  # fmt: skip
         ts = int(300_000 + u[0, c] * 5_100_000)
         intensity = min(1.0, abs(move) / (4 * sd))
-        rows.append((ts, "market", "coindesk", 2, 0.95, text, float(np.round(np.exp(6 + u[2, c]))), "markets-bot",
-                     "web", "coindesk.com", int(30_000 + u[1, c] * 270_000), c, 1.0, None, False,
-                     s * intensity * 0.95 * TIER_WEIGHT[2]))  # fmt: skip
+        engagement = float(np.round(np.exp(6 + u[2, c])))
+        delay = int(30_000 + u[1, c] * 270_000)
+        z = s * intensity * 0.95 * TIER_WEIGHT[2]
+        rows.append(
+            _Event(ts, "market", "coindesk", 2, 0.95, text, engagement, "markets-bot", "web", "coindesk.com", delay,
+                   c, 1.0, None, False, z)
+        )  # fmt: skip
     return rows
 
 
-def _assemble(day: dt.date, day_ms: int, rows: list) -> DayEvents:
-    rows.sort(key=lambda r: r[0])  # stable: ties keep their draw order
+def _assemble(day: dt.date, day_ms: int, rows: list[_Event]) -> DayEvents:
+    rows.sort(key=lambda r: r.ts)  # stable: ties keep their draw order
     ev = {k: [] for k in ("event_id", "ts", "available_at", "source", "source_tier", "event_type",
                           "confidence_score", "text", "engagement", "author", "platform", "url")}  # fmt: skip
     links = {k: [] for k in ("event_id", "entity_id", "symbol", "relevance")}
     drift = {k: [] for k in ("coin", "avail", "social", "z")}
     for k, r in enumerate(rows):
-        ts, kind, source, tier, conf, text, eng, author, plat, domain, delay, c, rel, ent, social, z = r
         eid = f"sim-{day.isoformat()}-{k:04d}"
-        path = f"{author.lstrip('@')}/status/{eid}" if social else f"markets/{eid}"
-        for key, val in zip(ev, (eid, day_ms + ts, day_ms + ts + delay, source, tier, kind, conf, text, eng,
-                                 author, plat, f"https://{domain}/{path}"), strict=True):  # fmt: skip
+        path = f"{r.author.lstrip('@')}/status/{eid}" if r.social else f"markets/{eid}"
+        values = (eid, day_ms + r.ts, day_ms + r.ts + r.delay, r.source, r.tier, r.kind, r.confidence, r.text,
+                  r.engagement, r.author, r.platform, f"https://{r.domain}/{path}")  # fmt: skip
+        for key, val in zip(ev, values, strict=True):
             ev[key].append(val)
-        for ent_id, sym, relevance in ((f"coin:{COINS[c].base}", COINS[c].symbol, rel),) + (
-            ((ent.entity_id, None, 0.5),) if ent is not None else ()
-        ):
+        targets = [(f"coin:{COINS[r.coin].base}", COINS[r.coin].symbol, r.relevance)]
+        if r.entity is not None:
+            targets.append((r.entity.entity_id, None, 0.5))
+        for ent_id, sym, relevance in targets:
             links["event_id"].append(eid)
             links["entity_id"].append(ent_id)
             links["symbol"].append(sym)
-            links["relevance"].append(round(float(relevance), 3))
-        if z != 0.0:
-            drift["coin"].append(c)
-            drift["avail"].append(day_ms + ts + delay)
-            drift["social"].append(social)
-            drift["z"].append(z)
+            links["relevance"].append(round(relevance, 3))
+        if r.z != 0.0:
+            drift["coin"].append(r.coin)
+            drift["avail"].append(day_ms + r.ts + r.delay)
+            drift["social"].append(r.social)
+            drift["z"].append(r.z)
     return DayEvents(
         ev, links, np.array(drift["coin"], dtype=np.int64), np.array(drift["avail"], dtype=np.int64),
         np.array(drift["social"], dtype=bool), np.array(drift["z"], dtype=float),

@@ -1,8 +1,9 @@
 """Polars frames of the raw tables from simulated arrays; rows past `until` never leave here.
 
 Arrays arrive as (coin, day, slot); coins are reordered alphabetically before
-flattening, so every frame comes out already sorted by its key (symbol, ts) and only
-`market_bars` (four blocks per symbol) and the event tables need an explicit sort.
+flattening, so every frame comes out already sorted by its key (symbol, ts) without a
+string sort: `market_bars` interleaves per-symbol slices of its four (market, timeframe)
+blocks, and only the small event tables are sorted.
 """
 
 from __future__ import annotations

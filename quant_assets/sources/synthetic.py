@@ -119,10 +119,14 @@ class MarketSimulator:
         return {t: RAW_TABLES[t].conform(out[t]) for t in tables}
 
     def max_ic(self, horizon: str = "1h") -> float:
-        """Best rank IC a model could reach at `horizon` (0 when signal_strength is 0).
+        """Best IC a model could reach at `horizon`: 0 when signal_strength is 0.
 
         Measured by simulation on a fixed sample: `predictable_ic` over `IC_SAMPLE`
         (eight weeks of early 2024, all coins and perpetuals listed), cached per horizon.
+        It is linear in signal_strength for small values (about 0.115 * strength at 1h).
+        It leaves out the slow pull of prices back towards each coin's trend path, which
+        keeps them in the coin's real range and is worth an IC below 0.012 at 1h at any
+        strength (`sim_daily.TREND_PULL_IC_1H`).
         """
         if horizon not in self._max_ic:
             self._max_ic[horizon] = self.predictable_ic(*IC_SAMPLE, horizon=horizon)
