@@ -160,7 +160,9 @@ def derivatives(sim: Sim) -> pl.DataFrame:
     frac = np.arange(1, BARS_PER_DAY + 1) / BARS_PER_DAY
     prev, last = d.oi[:, sim.cal_days - 1][:, :, None], d.oi[:, sim.cal_days][:, :, None]
     log_oi = prev + (last - prev) * frac + 0.03 * ar1(n[:, :, p.N_OI], 0.99)
-    base = np.array([c.dollar_volume for c in p.COIN_PARAMS])[:, None, None] * 0.4
+    base = (
+        np.array([c.dollar_volume for c in p.COIN_PARAMS])[:, None, None] * 3.0
+    )  # OI ~ 3 days of spot volume
     oi_usd = base * size_factor(d, sim.cal_days) * np.exp(log_oi)
     oi = np.round(oi_usd / spot_close, 3)
     basis = perp["close"] / spot_close - 1.0

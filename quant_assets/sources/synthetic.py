@@ -93,7 +93,7 @@ class MarketSimulator:
         unknown = [t for t in tables if t not in RAW_TABLES]
         if unknown:
             raise ValueError(f"synthetic market: unknown tables {unknown}; known: {list(RAW_TABLES)}")
-        until = _utc(until)
+        start, end, until = _day(start), _day(end), _utc(until)
         until_ms = int(until.timestamp() * 1000)
         last = min(end, until.date() + dt.timedelta(days=1))
         first = max(start, FIRST_DAY)
@@ -196,6 +196,12 @@ def _days(obj: Draws | Signals, k: slice) -> Draws | Signals:
     for name, v in vars(obj).items():
         fields[name] = v[k] if name.startswith("market_") else v[:, k]
     return type(obj)(**fields)
+
+
+def _day(d: dt.date) -> dt.date:
+    if not isinstance(d, dt.date):
+        raise TypeError(f"synthetic market: start and end must be dates, got {type(d).__name__}")
+    return d.date() if isinstance(d, dt.datetime) else d
 
 
 def _utc(t: dt.datetime) -> dt.datetime:
