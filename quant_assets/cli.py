@@ -21,6 +21,7 @@ from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PART
 
 from quant_assets import coverage, lake
 from quant_assets.definitions import ASSETS, CHECKS, defs
+from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS
 from quant_assets.instance import prepare_home
 from quant_assets.partitions import monthly
 
@@ -136,7 +137,30 @@ def print_summary(evaluations: list) -> None:
             days = ready.get_column("window_days")[0]
             print(f"Readiness over the trailing {days} days (gate: >= {coverage.MIN_REQUIRED_COVERAGE:.0%}):")
             print(worst)
+        if lake.exists("feature_matrix_main"):
+            print("Feature matrix coverage (share of rows with a value):")
+            print(feature_coverage())
     print(UI_HINT)
+
+
+def feature_coverage() -> pl.DataFrame:
+    """Non-null share of the features (mean and worst column) and of each label, per month."""
+    lf = lake.scan("feature_matrix_main")
+    return (
+        lf.group_by(pl.col("date").dt.strftime("%Y-%m").alias("month"))
+        .agg(
+            pl.len().alias("rows"),
+            pl.mean_horizontal(pl.col(k).is_not_null().mean() for k in LIQUID_FULL_FEATURE_KEYS).alias(
+                "features_mean"
+            ),
+            pl.min_horizontal(pl.col(k).is_not_null().mean() for k in LIQUID_FULL_FEATURE_KEYS).alias(
+                "features_worst"
+            ),
+            *(pl.col(k).is_not_null().mean().alias(k) for k in LABEL_KEYS),
+        )
+        .sort("month")
+        .collect()
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,13 @@ are streamed into one Delta commit per asset, so memory stays flat over 2018->no
 """
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
 
 from quant_assets import lake
-from quant_assets.defs.common import Progress, day_window, months, utc_now
+from quant_assets.defs.common import MonthStage, Progress, day_window, months, utc_now
 from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS, LOOKAHEAD, LOOKBACK
 from quant_assets.features.market_latent import market_latent as market_latent_fn
 from quant_assets.features.matrix import feature_matrix
@@ -47,34 +47,27 @@ def _within(lf: pl.LazyFrame, m0: dt.date, m1: dt.date) -> pl.LazyFrame:
     return lf.filter((pl.col("ts") >= _utc(m0)) & (pl.col("ts") < _utc(m1)))
 
 
-def _monthly_frames(
-    context: dg.AssetExecutionContext, build: Callable[[dt.date, dt.date], pl.LazyFrame]
-) -> tuple[Iterator[pl.DataFrame], dict]:
-    """Lazily compute each month of the run window; collects stats for the metadata as it goes."""
+def _write(
+    context: dg.AssetExecutionContext, table: str, build: Callable[[dt.date, dt.date], pl.LazyFrame]
+) -> dict:
+    """Compute the run window month by month, then replace it in `table` in one commit; return metadata."""
     start, end = day_window(context)
     slices = list(months(start, end))
-    stats = {"rows": 0, "months": len(slices)}
-    progress = Progress(context.log, len(slices), f"{context.assets_def.key.to_user_string()} month")
-
-    def frames() -> Iterator[pl.DataFrame]:
+    progress = Progress(context.log, len(slices), f"{table} month")
+    rows = 0
+    with MonthStage(f"qa-{table}-") as stage:
+        schema = None
         for m0, m1 in slices:
             df = build(m0, m1).collect()
             if "date" not in df.columns:
                 df = df.with_columns(pl.col("ts").dt.date().alias("date"))
-            stats["rows"] += df.height
+            schema = df.schema
+            stage.add(table, m0, df)
+            rows += df.height
             progress.step(f"{m0:%Y-%m}: {df.height:,} rows")
-            yield df
-
-    return frames(), stats
-
-
-def _write(context: dg.AssetExecutionContext, table: str, build) -> dict:
-    """Stream the run window's months into `table`; return the materialisation metadata."""
-    start, end = day_window(context)
-    frames, stats = _monthly_frames(context, build)
-    lake.write_window(table, frames, start, end)
+        stage.write(table, start, end, pl.DataFrame(schema=schema))
     return {
-        "rows": dg.MetadataValue.int(stats["rows"]),
+        "rows": dg.MetadataValue.int(rows),
         "window": f"[{start}, {end})",
         "delta_version": dg.MetadataValue.int(lake.version(table)),
         "lake_uri": lake.uri(table),

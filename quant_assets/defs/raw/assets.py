@@ -8,15 +8,12 @@ half-written window.
 """
 
 import datetime as dt
-import shutil
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 import polars as pl
 
 from quant_assets import lake
-from quant_assets.defs.common import Progress, day_window, months, utc_now
+from quant_assets.defs.common import MonthStage, Progress, day_window, months, utc_now
 from quant_assets.partitions import monthly
 from quant_assets.resources import MarketDataSource
 from quant_assets.schemas import RAW_TABLE_NAMES, RAW_TABLES
@@ -55,22 +52,17 @@ def raw_tables(context: dg.AssetExecutionContext, source: MarketDataSource):
     src = source.build()
     context.log.info(f"source={src.name} tables={tables} window=[{start}, {end}) built_at={built_at}")
     slices = list(months(start, end))
-    stage = Path(tempfile.mkdtemp(prefix="qa-raw-"))
-    try:
+    with MonthStage("qa-raw-") as stage:
         progress = Progress(context.log, len(slices), "fetched month")
         for m0, m1 in slices:
             frames = src.fetch(tables, m0, m1, until=built_at)
             for table in tables:
-                df = RAW_TABLES[table].conform(frames[table])
-                if df.height:
-                    df.write_parquet(stage / f"{table}-{m0:%Y-%m}.parquet", compression="uncompressed")
+                stage.add(table, m0, RAW_TABLES[table].conform(frames[table]))
             progress.step(f"{m0:%Y-%m}: " + ", ".join(f"{t}={frames[t].height:,}" for t in tables))
         for table in tables:
-            files = sorted(stage.glob(f"{table}-*.parquet"))
             # An empty window still commits (with the schema): it clears stale rows and creates
             # the table on first use, so readers and checks always find it.
-            frames = (pl.read_parquet(f) for f in files) if files else iter([RAW_TABLES[table].empty()])
-            rows = lake.write_window(table, frames, start, end)
+            rows = stage.write(table, start, end, RAW_TABLES[table].empty())
             summary = (
                 lake.scan(table, start, end)
                 .select(
@@ -103,8 +95,6 @@ def raw_tables(context: dg.AssetExecutionContext, source: MarketDataSource):
                 metadata["source_report"] = dg.MetadataValue.json(report[table])
             context.log.info(f"{table}: wrote {rows:,} rows for [{start}, {end})")
             yield dg.MaterializeResult(asset_key=table, metadata=metadata)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def raw_window_rows(table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
