@@ -19,6 +19,11 @@ splits one timestamp between train and test. Counts (`purged_size`,
 - `embargo_td = h` (a duration, in t0/t1 units): each test interval is extended to
   [t0_j, t1_j + h] before the overlap purge, as de Prado's `getEmbargoTimes`.
 
+Intervals are closed: a training label that ends exactly when a test label starts
+shares that instant's price and is purged (de Prado's code keeps it; stricter is
+safer). On one series with unique times, an embargo of e rows corresponds to de
+Prado's `pct_embargo` with e = int(pct_embargo * n_rows).
+
 When no intervals are given, t0 = t1 = row number, so the purge removes nothing
 beyond the counts above and the splitters reproduce skfolio exactly.
 """
