@@ -47,6 +47,25 @@ def _within(lf: pl.LazyFrame, m0: dt.date, m1: dt.date) -> pl.LazyFrame:
     return lf.filter((pl.col("ts") >= _utc(m0)) & (pl.col("ts") < _utc(m1)))
 
 
+def feature_asset(*, deps: list, description: str, kinds: frozenset = frozenset({"delta", "polars"})):
+    """The decorator every feature table shares: monthly, one-run backfills, eager automation."""
+    return dg.asset(
+        group_name=FEATURE_GROUP,
+        partitions_def=monthly,
+        backfill_policy=POLICY,
+        automation_condition=AUTOMATION,
+        kinds=set(kinds),
+        deps=deps,
+        description=description,
+    )
+
+
+BARS_WITH_LOOK_BACK = [
+    dg.AssetDep("market_bars", partition_mapping=LOOK_BACK),
+    dg.AssetDep("prices", partition_mapping=LOOK_BACK),
+]
+
+
 def _write(
     context: dg.AssetExecutionContext, table: str, build: Callable[[dt.date, dt.date], pl.LazyFrame]
 ) -> dict:
@@ -74,16 +93,8 @@ def _write(
     }
 
 
-@dg.asset(
-    group_name=FEATURE_GROUP,
-    partitions_def=monthly,
-    backfill_policy=POLICY,
-    automation_condition=AUTOMATION,
-    kinds={"delta", "polars"},
-    deps=[
-        dg.AssetDep("market_bars", partition_mapping=LOOK_BACK),
-        dg.AssetDep("prices", partition_mapping=LOOK_BACK),
-    ],
+@feature_asset(
+    deps=BARS_WITH_LOOK_BACK,
     description="Per-coin 5m-clock bar features (returns, volatilities, their ratios, volume) and the same "
     "family on 1h bars as of the last closed hour; closes fall back to `prices` where a bar is missing.",
 )
@@ -100,12 +111,8 @@ def feature_snapshots_main(context: dg.AssetExecutionContext) -> dg.MaterializeR
     return dg.MaterializeResult(metadata=_write(context, "feature_snapshots_main", build))
 
 
-@dg.asset(
-    group_name=FEATURE_GROUP,
-    partitions_def=monthly,
-    backfill_policy=POLICY,
-    automation_condition=AUTOMATION,
-    kinds={"delta", "polars", "sklearn"},
+@feature_asset(
+    kinds=frozenset({"delta", "polars", "sklearn"}),
     deps=[
         dg.AssetDep("events", partition_mapping=LOOK_BACK),
         dg.AssetDep("event_links", partition_mapping=LOOK_BACK),
@@ -121,16 +128,8 @@ def social_text_latent(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     return dg.MaterializeResult(metadata=_write(context, "social_text_latent", build))
 
 
-@dg.asset(
-    group_name=FEATURE_GROUP,
-    partitions_def=monthly,
-    backfill_policy=POLICY,
-    automation_condition=AUTOMATION,
-    kinds={"delta", "polars"},
-    deps=[
-        dg.AssetDep("market_bars", partition_mapping=LOOK_BACK),
-        dg.AssetDep("prices", partition_mapping=LOOK_BACK),
-    ],
+@feature_asset(
+    deps=BARS_WITH_LOOK_BACK,
     description="A fixed (never fitted) low-dimensional projection of each coin's last 4 hours of "
     "normalised returns and volumes.",
 )
@@ -155,12 +154,7 @@ EXOGENOUS = (
 )
 
 
-@dg.asset(
-    group_name=FEATURE_GROUP,
-    partitions_def=monthly,
-    backfill_policy=POLICY,
-    automation_condition=AUTOMATION,
-    kinds={"delta", "polars"},
+@feature_asset(
     deps=[
         dg.AssetDep(feature_snapshots_main, partition_mapping=dg.TimeWindowPartitionMapping(end_offset=1)),
         dg.AssetDep(market_latent),
