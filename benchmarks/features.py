@@ -47,7 +47,7 @@ START = dt.datetime(2018, 1, 1, tzinfo=dt.UTC)
 STEP_MS = 300_000
 HOUR_MS = 3_600_000
 TARGET_SPEEDUP = 15.0
-RTOL, ATOL = 1e-7, 1e-9
+RTOL, ATOL, ATOL_SCALE = 1e-7, 1e-12, 1e-7
 
 
 def peak_rss_gib() -> float:
@@ -174,7 +174,7 @@ def pandas_grid(
             left_on="ts",
             right_on="key",
             by="symbol",
-            tolerance=pd.Timedelta(step) - pd.Timedelta("1ms"),  # snapshots in (t - step, t]
+            tolerance=pd.Timedelta("5min") - pd.Timedelta("1ms"),  # snapshots in (F - 5m, F]
             direction="backward",
         )
         .sort_values(["symbol", "ts"], kind="stable")
@@ -228,8 +228,14 @@ def compare(pl_out: pl.DataFrame, pd_out: pd.DataFrame) -> dict[str, float]:
         ok = ~na
         diff = np.abs(a[ok] - b[ok])
         diffs[col] = float(diff.max()) if diff.size else 0.0
-        if not np.allclose(a[ok], b[ok], rtol=RTOL, atol=ATOL):
-            i = int(np.argmax(diff / (ATOL + RTOL * np.abs(b[ok]))))
+        # Both libraries update rolling moments incrementally, so each carries rounding from earlier
+        # rows; where a short-window vol is ~1e-4 of its typical size (vol_3 of three near-equal
+        # returns) that rounding is large relative to the value. Tolerance: RTOL of the value plus
+        # ATOL_SCALE of the column's typical magnitude.
+        scale = float(np.median(np.abs(b[ok]))) if diff.size else 0.0
+        tol = ATOL + ATOL_SCALE * scale + RTOL * np.abs(b[ok])
+        if (diff > tol).any():
+            i = int(np.argmax(diff / tol))
             raise AssertionError(
                 f"{col}: values differ beyond tolerance, e.g. polars {a[ok][i]} vs pandas {b[ok][i]}"
             )
@@ -282,7 +288,7 @@ def main() -> None:
     ratio = t_pd / t_pl
     print(
         f"agreement: {len(diffs)} columns, identical null patterns, max abs diff {diffs[worst]:.3e} ({worst}); "
-        f"tolerance rtol={RTOL}, atol={ATOL}"
+        f"tolerance {RTOL:g} relative + {ATOL_SCALE:g} x the column's median magnitude"
     )
     print(f"speed-up polars vs pandas: {ratio:.1f}x (target >= {TARGET_SPEEDUP:.0f}x)")
     print(

@@ -21,6 +21,7 @@ import polars as pl
 
 from quant_assets.features.keys import MAX_BAR_WINDOW
 from quant_assets.schemas import RAW_TABLES, TS
+from quant_assets.universe import SYMBOLS
 
 PAD_ROWS = MAX_BAR_WINDOW
 BAR_COLUMNS = ("symbol", "market", "timeframe", "ts", "close", "volume", "quote_volume")
@@ -56,29 +57,69 @@ def select_bars(bars: pl.LazyFrame, timeframe: str, market: str) -> pl.LazyFrame
     )
 
 
+# Coins are numbered by their position in the sorted universe, so every frame (5m bars, 1h bars,
+# prices) numbers a coin the same way without a join, and (coin, time) packs into one sortable Int64.
+COIN_ENUM = pl.Enum(sorted(SYMBOLS))
+_KEY_SCALE = 10_000_000_000_000  # > any epoch-ms timestamp before the year 2286
+# A fallback price must have been taken within this long before the time it stands for.
+FALLBACK_FRESHNESS = dt.timedelta(minutes=5)
+
+
+def coin_rank(symbol: pl.Expr) -> pl.Expr:
+    """Position of the symbol in the sorted universe; an unknown symbol fails naming it."""
+    return symbol.cast(COIN_ENUM).to_physical().cast(pl.Int64)
+
+
+def pack(rank: pl.Expr, ms: pl.Expr) -> pl.Expr:
+    return rank * _KEY_SCALE + ms
+
+
+def _sorted_by_key(df: pl.DataFrame, tie: str | None) -> pl.DataFrame:
+    """Sort by (_key, tie) (stable: input order breaks remaining ties) unless already sorted."""
+    key = df.get_column("_key")
+    if df.height < 2 or (key.diff().slice(1) > 0).all():  # strictly increasing: sorted, no ties
+        return df
+    if tie is None:
+        if key.is_sorted():
+            return df
+        return df.sort("_key", maintain_order=True)
+    k, t = pl.col("_key"), pl.col(tie)
+    if df.select(((k > k.shift(1)) | ((k == k.shift(1)) & (t >= t.shift(1)))).slice(1).all()).item():
+        return df
+    return df.sort("_key", tie, maintain_order=True)
+
+
+def sorted_by_key(frame: pl.LazyFrame, tie: str | None = None) -> pl.LazyFrame:
+    """`frame` sorted by its packed `_key` (then `tie`); a sorted input costs one vectorised check."""
+    return frame.map_batches(
+        lambda df: _sorted_by_key(df, tie), schema=frame.collect_schema(), streamable=False
+    )
+
+
+def _ms(step: dt.timedelta) -> int:
+    return int(step / dt.timedelta(milliseconds=1))
+
+
 def select_prices(prices: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Price snapshots keyed by (coin, 5m clock row from which each is visible), sorted by that key.
+
+    A snapshot taken at s is visible from the row ceil(s, 5m); several in one bucket: the latest
+    comes last, so a backward as-of join on the key takes it. Columns: _key, _fallback.
+    """
     if prices is None:
         prices = empty_table("prices")
     require_columns(prices, "prices", ("symbol", "ts", "price"))
-    return prices.select(pl.col("symbol"), pl.col("ts").cast(TS), pl.col("price").cast(pl.Float64))
-
-
-def _sorted_by_symbol_ts(df: pl.DataFrame) -> pl.DataFrame:
-    """Sort by (symbol, ts) unless already sorted: a sorted 8M-row input then costs one cheap scan."""
-    sym, ts = pl.col("symbol"), pl.col("ts")
-    ordered = (sym > sym.shift(1)) | ((sym == sym.shift(1)) & (ts >= ts.shift(1)))
-    if df.height < 2 or df.select(ordered.slice(1).all()).item():
-        return df
-    return df.sort("symbol", "ts", maintain_order=True)
-
-
-def sort_by_symbol_ts(frame: pl.LazyFrame) -> pl.LazyFrame:
-    return frame.map_batches(_sorted_by_symbol_ts, schema=frame.collect_schema(), streamable=False)
-
-
-def _key(rank: pl.Expr, ts: pl.Expr) -> pl.Expr:
-    """One sortable Int64 for (coin, ts): rank * 1e13 + epoch ms (epoch ms stays below 1e13 until 2286)."""
-    return rank.cast(pl.Int64) * 10_000_000_000_000 + ts.dt.epoch("ms")
+    ts_ms = pl.col("ts").cast(TS).dt.epoch("ms")
+    step_ms = _ms(FALLBACK_FRESHNESS)
+    return (
+        prices.select(
+            pack(coin_rank(pl.col("symbol")), (ts_ms + step_ms - 1) // step_ms * step_ms).alias("_key"),
+            ts_ms.alias("_tie"),
+            pl.col("price").cast(pl.Float64).alias("_fallback"),
+        )
+        .pipe(sorted_by_key, "_tie")
+        .drop("_tie")
+    )
 
 
 def bar_grid(
@@ -88,77 +129,85 @@ def bar_grid(
     end: dt.datetime | None,
     fallback_at: dt.timedelta,
 ) -> pl.LazyFrame:
-    """Complete grid (symbol, ts, is_pad, bar_close, volume, quote_volume, close, close_from_fallback,
-    bar_missing_flag), sorted by (symbol, ts), pad rows first in each coin.
+    """Complete grid (symbol, ts, _rank, _key, is_pad, bar_close, volume, quote_volume, close,
+    close_from_fallback, bar_missing_flag), sorted by (symbol, ts), pad rows first in each coin.
 
-    `bars` and `prices` come from `select_bars` / `select_prices`. A coin's grid runs from its first
-    bar to `end` (exclusive) if given, else to the last bar of any coin, so every coin shares the
-    clock's end; a coin without a bar in the input has no rows. Duplicate (symbol, ts) bars keep the
-    last one in input order. Where a bar is missing, the fallback close is the last price snapshot
-    taken in (ts + fallback_at - step, ts + fallback_at]; `fallback_at` keeps that at or before the
-    row's decision time (0 for 5m rows: the snapshot at t; 55 min for 1h bars, read only once closed).
+    `bars` and `prices` come from `select_bars` / `select_prices`; symbols must be in the universe.
+    A coin's grid runs from its first bar to `end` (exclusive) if given, else to the last bar of
+    any coin, so every coin shares the clock's end; a coin without a bar in the input has no rows.
+    Duplicate (symbol, ts) bars: the last one in input order wins. Where a bar is missing, the
+    fallback close is the latest price snapshot taken in (F - 5m, F], F = ts + fallback_at, which
+    must be at or before the row's decision time (fallback_at 0 for 5m rows: on a 5m price grid,
+    the snapshot at t; 55 min for 1h bars, which are read only once the hour has closed).
 
-    Only the missing rows are built and joined (a few per thousand on real data): the bars are
-    sorted once (skipped when already sorted), the gaps are generated from consecutive bar times, and
-    the two sorted parts are merged on one integer key, so no join ever touches every row.
+    Speed: (coin, time) is packed into one Int64 key, so the grid is an integer range per coin and
+    bars and prices are attached by exact as-of joins on sorted keys (linear merges, no hashing);
+    inputs are sorted only if they are not already.
     """
-    sym, ts = pl.col("symbol"), pl.col("ts")
-    new_coin = (sym != sym.shift(1)).fill_null(True)
-    b = (
-        sort_by_symbol_ts(bars)
-        .with_columns(new_coin.cum_sum().alias("_rank"), new_coin.alias("_new"))
-        .with_columns(_key(pl.col("_rank"), ts).alias("_key"))
-        # duplicates: keep the last row of each (symbol, ts) in input order
-        .filter((pl.col("_key") != pl.col("_key").shift(-1)).fill_null(True))
-        .with_columns((sym != sym.shift(-1)).fill_null(True).alias("_last"), ts.shift(1).alias("_prev"))
+    step_ms = _ms(step)
+    ts_ms = pl.col("ts").dt.epoch("ms")
+    keyed = (
+        bars.select(
+            pack(coin_rank(pl.col("symbol")), ts_ms).alias("_key"), "bar_close", "volume", "quote_volume"
+        ).pipe(sorted_by_key)  # duplicates keep input order, so the as-of join below takes the last
     )
-    last = pl.lit(end, dtype=TS) - pl.duration(milliseconds=1) if end is not None else ts.max()
-    b = b.with_columns(last.alias("_end"))
-    gap = ~pl.col("_new") & (ts - pl.col("_prev") > step)
-    before = b.filter(pl.col("_new") | gap).select(
-        "symbol",
-        "_rank",
-        pl.col("_new").alias("is_pad"),
-        pl.datetime_ranges(
-            pl.when(pl.col("_new")).then(ts - step * PAD_ROWS).otherwise(pl.col("_prev") + step),
-            ts - step,
-            interval=step,
-        ).alias("ts"),
+    last_ms = pl.lit(_ms(end - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) - 1) if end is not None else None
+    coins = keyed.group_by((pl.col("_key") // _KEY_SCALE).alias("_rank")).agg(
+        pl.col("_key").min().alias("_first"), (pl.col("_key") % _KEY_SCALE).max().alias("_last")
     )
-    after = b.filter(pl.col("_last")).select(
-        "symbol",
-        "_rank",
-        pl.lit(False).alias("is_pad"),
-        pl.datetime_ranges(ts + step, pl.col("_end"), interval=step).alias("ts"),
+    if last_ms is None:
+        coins = coins.with_columns(pl.col("_last").max())
+    else:
+        coins = coins.with_columns(last_ms.alias("_last"))
+    grid = (
+        coins.sort("_rank")
+        .select(
+            "_rank",
+            "_first",
+            pl.int_ranges(
+                pl.col("_first") - step_ms * PAD_ROWS, pack(pl.col("_rank"), pl.col("_last")) + 1, step_ms
+            ).alias("_key"),
+        )
+        .explode("_key")
+        .filter(pl.col("_key").is_not_null())
+        .select("_rank", "_key", (pl.col("_key") < pl.col("_first")).alias("is_pad"))
     )
-    filler = pl.concat([before, after]).explode("ts").filter(ts.is_not_null()).with_columns(ts.cast(TS))
-    wanted = filler.filter(~pl.col("is_pad")).select("symbol", "ts")
-    snapshots = (
-        prices.with_columns(ceil_to(ts - fallback_at, step).alias("_at"))
-        .join(wanted.rename({"ts": "_at"}), on=["symbol", "_at"], how="semi")
-        .sort("symbol", "_at", "ts", maintain_order=True)
-        .group_by("symbol", "_at")
-        .agg(pl.col("price").last().alias("_fallback"))
-    )
-    filler = (
-        filler.join(snapshots.rename({"_at": "ts"}), on=["symbol", "ts"], how="left")
-        .with_columns(_key(pl.col("_rank"), ts).alias("_key"))
-        .sort("_key")
-    )
-    columns = ["symbol", "ts", "_key", "is_pad", "bar_close", "volume", "quote_volume", "_fallback"]
-    dtypes = {"is_pad": pl.Boolean, "bar_close": pl.Float64, "volume": pl.Float64, "quote_volume": pl.Float64,
-              "_fallback": pl.Float64}  # fmt: skip
-    bar_part = b.with_columns(pl.lit(False).alias("is_pad"), pl.lit(None, pl.Float64).alias("_fallback"))
-    fill_part = filler.with_columns(
-        pl.lit(None, pl.Float64).alias(c) for c in ("bar_close", "volume", "quote_volume")
-    )
-    out = (
-        bar_part.select(columns).cast(dtypes).merge_sorted(fill_part.select(columns).cast(dtypes), key="_key")
-    )
-    return out.with_columns(
+    grid = grid.join_asof(keyed, on="_key", strategy="backward", tolerance=0, check_sortedness=False)
+    # the row's fallback time F = ts + fallback_at is a 5m clock row: it takes the snapshot bucketed at F
+    snapshots = prices
+    if fallback_at or step != FALLBACK_FRESHNESS:
+        at = pl.col("_key") - _ms(fallback_at)
+        snapshots = prices.filter(at % _KEY_SCALE % step_ms == 0).with_columns(at.alias("_key"))
+    grid = grid.join_asof(snapshots, on="_key", strategy="backward", tolerance=0, check_sortedness=False)
+    return grid.with_columns(
+        pl.col("_rank")
+        .replace_strict(range(len(COIN_ENUM.categories)), COIN_ENUM.categories, return_dtype=pl.String)
+        .alias("symbol"),
+        (pl.col("_key") % _KEY_SCALE).cast(pl.Datetime("ms", "UTC")).alias("ts"),
         pl.coalesce("bar_close", "_fallback").alias("close"),
         (pl.col("bar_close").is_null() & pl.col("_fallback").is_not_null())
         .cast(pl.Int8)
         .alias("close_from_fallback"),
         pl.col("bar_close").is_null().cast(pl.Int8).alias("bar_missing_flag"),
-    ).drop("_fallback", "_key")
+    ).drop("_fallback")
+
+
+def _drop_pad_rows(df: pl.DataFrame) -> pl.DataFrame:
+    # pad rows sit in one block before each coin: slicing around them shares memory instead of copying
+    # every column the way a filter would
+    pad = df.get_column("is_pad")
+    starts = (pad & ~pad.shift(1, fill_value=False)).arg_true().to_list()
+    ends = (pad & ~pad.shift(-1, fill_value=False)).arg_true().to_list()
+    keep, at = [], 0
+    for s, e in zip(starts, ends, strict=True):
+        if s > at:
+            keep.append(df.slice(at, s - at))
+        at = e + 1
+    if at < df.height:
+        keep.append(df.slice(at))
+    return pl.concat(keep, rechunk=False) if keep else df.clear()
+
+
+def drop_pad_rows(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Remove the pad rows (see the module docstring) without copying the other rows."""
+    return frame.map_batches(_drop_pad_rows, schema=frame.collect_schema(), streamable=False)

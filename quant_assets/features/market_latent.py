@@ -19,7 +19,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from quant_assets.features.grid import bar_grid, select_bars, select_prices
+from quant_assets.features.grid import bar_grid, drop_pad_rows, select_bars, select_prices
 from quant_assets.features.keys import LATENT_COEFS, LATENT_WINDOW, MARKET_LATENT_KEYS
 from quant_assets.features.snapshots import STEP, bar_family, min_samples
 
@@ -60,8 +60,7 @@ def market_latent(
         for j in range(LATENT_COEFS):
             proj = x.fill_null(0.0).rolling_sum(LATENT_WINDOW, weights=basis[j].tolist())
             dims.append(pl.when(covered).then(proj).alias(MARKET_LATENT_KEYS[seq_i * LATENT_COEFS + j]))
-    return (
-        fam.with_columns(dims)
-        .filter(~pl.col("is_pad"))
-        .select("symbol", "ts", pl.col("ts").dt.date().alias("date"), *MARKET_LATENT_KEYS)
+    out = fam.with_columns(dims).select(
+        "is_pad", "symbol", "ts", pl.col("ts").dt.date().alias("date"), *MARKET_LATENT_KEYS
     )
+    return drop_pad_rows(out).drop("is_pad")

@@ -19,7 +19,8 @@ Per bar family (5m columns unprefixed, 1h columns prefixed `h1_`; windows in bar
 Rolling statistics need MIN_WINDOW_FRACTION of their window present; otherwise null.
 
 Missing bars: the grid is complete, so a missing bar is a row with `bar_missing_flag` = 1. Its close
-comes from the `prices` table when a snapshot exists (`close_from_fallback` = 1) so returns continue,
+comes from the `prices` table when a snapshot taken in (t - 5m, t] exists (`close_from_fallback` = 1;
+for a 1h bar opening at h, one taken in (h + 50m, h + 55m]), so returns continue,
 but volume is never filled: `volume`, `log_volume`, `vol_z` and `volume_impact` are null on that row.
 """
 
@@ -30,7 +31,7 @@ import math
 
 import polars as pl
 
-from quant_assets.features.grid import bar_grid, select_bars, select_prices
+from quant_assets.features.grid import bar_grid, drop_pad_rows, pack, select_bars, select_prices
 from quant_assets.features.keys import (
     ACCEL_PAIRS,
     BAR_FLAG_KEYS,
@@ -66,13 +67,14 @@ def bar_family(frame: pl.LazyFrame, prefix: str = "") -> pl.LazyFrame:
         pl.col("volume").log1p().alias(f"{prefix}log_volume"),
     )
     lr, lv = pl.col("_lr"), pl.col(f"{prefix}log_volume")
-    lv_std = lv.rolling_std(VOLZ_WINDOW, min_samples=min_samples(VOLZ_WINDOW))
+    frame = frame.with_columns(
+        lv.rolling_mean(VOLZ_WINDOW, min_samples=min_samples(VOLZ_WINDOW)).alias("_lv_mean"),
+        lv.rolling_std(VOLZ_WINDOW, min_samples=min_samples(VOLZ_WINDOW)).alias("_lv_std"),
+        *(lr.rolling_std(n, min_samples=min_samples(n)).alias(f"{prefix}vol_{n}") for n in VOL_WINDOWS),
+    )
     frame = frame.with_columns(
         *((close / close.shift(n) - 1).alias(f"{prefix}ret_{n}") for n in RET_WINDOWS),
-        *(lr.rolling_std(n, min_samples=min_samples(n)).alias(f"{prefix}vol_{n}") for n in VOL_WINDOWS),
-        ((lv - lv.rolling_mean(VOLZ_WINDOW, min_samples=min_samples(VOLZ_WINDOW))) / _positive(lv_std)).alias(
-            f"{prefix}vol_z"
-        ),
+        ((lv - pl.col("_lv_mean")) / _positive(pl.col("_lv_std"))).alias(f"{prefix}vol_z"),
         (lr.abs() / _positive(pl.col("quote_volume")).log1p()).alias(f"{prefix}volume_impact"),
     )
     return frame.with_columns(
@@ -106,28 +108,27 @@ def feature_snapshots(
     """5m-clock rows (symbol, ts) for every coin from its first bar to the end of the input.
 
     `bars` is `market_bars` (5m and 1h rows; only `market` is used), `prices` the fallback closes.
-    `end` (exclusive) fixes where the clock stops; without it the clock runs through the last bar
-    or price in the input. Output: symbol, ts, date, close, volume, then SNAPSHOT_FEATURE_KEYS,
+    `end` (exclusive) fixes where the clock stops; without it the clock runs through the last 5m
+    bar of any coin in the input. Symbols must be in `quant_assets.universe.SYMBOLS`. Output: symbol, ts, date, close, volume, then SNAPSHOT_FEATURE_KEYS,
     sorted by (symbol, ts). See the module docstring for the time rule and each feature.
     """
     p = select_prices(prices)
     g5 = bar_grid(select_bars(bars, "5m", market), p, STEP, end, dt.timedelta(0))
-    f5 = bar_family(g5).filter(~pl.col("is_pad"))
+    f5 = bar_family(g5)
     g1 = bar_grid(select_bars(bars, "1h", market), p, HOUR, end, H1_FALLBACK_AT)
     h1_cols = (*bar_family_keys(H1_PREFIX), *BAR_FLAG_KEYS)
     f1 = (
         bar_family(g1, H1_PREFIX)
         .filter(~pl.col("is_pad"))
-        .select(
-            "symbol",
-            pl.col("ts").alias("_h1_key"),
-            *(pl.col(c).alias(c if c.startswith(H1_PREFIX) else H1_PREFIX + c) for c in h1_cols),
-        )
+        .select("_key", *(pl.col(c).alias(c if c.startswith(H1_PREFIX) else H1_PREFIX + c) for c in h1_cols))
     )
-    out = f5.with_columns(h1_row_key(pl.col("ts")).alias("_h1_key")).join(
-        f1, on=["symbol", "_h1_key"], how="left", maintain_order="left"
+    # each 5m row takes the 1h row of its last closed hour: an exact match on the packed (coin, hour) key
+    h1_key = pack(pl.col("_rank"), h1_row_key(pl.col("ts")).dt.epoch("ms"))
+    out = f5.with_columns(h1_key.alias("_key")).join_asof(
+        f1, on="_key", strategy="backward", tolerance=0, check_sortedness=False
     )
-    return out.select(
+    out = out.select(
+        "is_pad",
         "symbol",
         "ts",
         pl.col("ts").dt.date().alias("date"),
@@ -140,3 +141,4 @@ def feature_snapshots(
         pl.col(H1_PREFIX + "close_from_fallback").fill_null(0),
         pl.col(H1_PREFIX + "bar_missing_flag").fill_null(1),
     )
+    return drop_pad_rows(out).drop("is_pad")
