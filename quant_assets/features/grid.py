@@ -46,7 +46,9 @@ def ceil_to(col: pl.Expr, step: dt.timedelta) -> pl.Expr:
     return pl.when(floor == col).then(col).otherwise(floor + step)
 
 
-def select_bars(bars: pl.LazyFrame, timeframe: str, market: str) -> pl.LazyFrame:
+def select_bars(bars: pl.LazyFrame | None, timeframe: str, market: str) -> pl.LazyFrame:
+    if bars is None:
+        raise ValueError("market_bars: no frame given (the table is missing); bar features need bars")
     require_columns(bars, "market_bars", BAR_COLUMNS)
     return bars.filter((pl.col("timeframe") == timeframe) & (pl.col("market") == market)).select(
         pl.col("symbol"),
