@@ -10,7 +10,10 @@ Cost of a trade, as a fraction of traded notional:
 - impact: the square-root law (Almgren et al.; Tóth et al.), trade notional over the
   notional resting within `depth_band_pct` of mid on the side being hit. With no book
   (missing depth) the impact uses `fallback_depth_notional`.
-`est_cost` is one side of a round trip; a label of horizon h pays entry + exit.
+`est_cost` is the one-way cost of a `trade_notional` order at the row's book depth. Labels
+charge it as the product defines them (features.keys.LABEL_COST_MULTIPLIER): label_1h =
+fwd_ret_1h - est_cost and label_4h = fwd_ret_4h - 2 * est_cost. The backtest charges every
+actual trade, entry and exit, with `one_way_cost`.
 
 Funding on a USD-M perpetual is a cash flow at each funding time (every 8 h):
 `-position_notional * funding_rate`, so a long pays a positive rate and a short
