@@ -1,10 +1,11 @@
 """The lake: one Delta table per asset under QUANT_ASSETS_LAKE.
 
-- `write_window` replaces a window of whole days with ONE Delta commit (an overwrite
-  whose predicate is on `date`): readers see the old window or the new one, never half;
-  a re-run is idempotent; a crash mid-write leaves the previous version intact.
-  It takes a frame or an iterator of frames, so a 2018->now backfill streams month by
-  month into that one commit with flat memory.
+- `write_window` (and `WindowWriter`, its incremental form) replaces a window of whole
+  days with ONE Delta commit: readers see the old window or the new one, never half; a
+  re-run is idempotent; a crash mid-write leaves the previous version intact. Frames are
+  written to data files as they arrive and the commit only swaps file lists, so a
+  2018->now backfill month by month holds one month in memory. (delta-rs's own streamed
+  writer buffered the whole window here: 5.7 GiB for 2.6 GB of data against 0.6 GiB now.)
 - `scan` returns a LazyFrame pruned to a date range, usable from a notebook:
   `quant_assets.lake.scan("market_bars", start="2024-01-01")`.
 - `version` gives the table's Delta version, which assets record as lineage.
@@ -20,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import polars as pl
 import polars.selectors as cs
@@ -90,61 +91,168 @@ def write_window(
 ) -> int:
     """Replace rows with `start <= date < end` by `data`, in one commit. Returns rows written.
 
-    `data` may be an iterator of frames with one schema (streamed: memory stays flat).
+    `data` may be an iterator of frames with one schema (memory holds one frame at a time).
     An empty window deletes what the window held.
     """
-    start, end = _as_date(start), _as_date(end)
-    if start >= end:
-        raise ValueError(f"lake table {table!r}: empty window [{start}, {end})")
-    frames = [data] if isinstance(data, pl.DataFrame) else data
-    predicate = f"date >= '{start.isoformat()}' AND date < '{end.isoformat()}'"
-    written = 0
-
-    def checked() -> Iterator[pl.DataFrame]:
-        nonlocal written
-        for df in frames:
-            _check_window(df, table, start, end)
-            written += df.height
-            yield _with_month(df)
-
-    _stream_overwrite(table, checked(), predicate)
-    return written
+    writer = WindowWriter(table, start, end)
+    for df in [data] if isinstance(data, pl.DataFrame) else data:
+        writer.add(df)
+    return writer.commit()
 
 
-def _stream_overwrite(table: str, frames: Iterator[pl.DataFrame], predicate: str) -> None:
-    import pyarrow as pa
-    from deltalake import write_deltalake
+class WindowWriter:
+    """Builds the replacement of one window of a table, frame by frame, then commits it at once.
 
-    first = next(frames, None)
-    if first is None:  # nothing to write: delete the window (no-op on a missing table)
-        if exists(table):
-            DeltaTable(uri(table), storage_options=storage_options()).delete(predicate)
-        return
-    schema = first.to_arrow().schema
+    Each `add` writes the frame's rows as data files in their month partitions right away and
+    keeps only the file paths, so memory holds one frame, not the window. `commit` swaps the
+    window's month partitions for the new files in ONE Delta transaction: readers see the old
+    window or the new one, never half; a crash before it leaves only unreferenced files.
+    """
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for df in _chain(first, frames):
-            if df.height == 0:
-                continue
-            tbl = df.to_arrow()
-            if tbl.schema != schema:
-                tbl = tbl.cast(schema)
-            yield from tbl.to_batches()
+    def __init__(self, table: str, start: dt.date | str, end: dt.date | str):
+        self.table, self.start, self.end = table, _as_date(start), _as_date(end)
+        if self.start >= self.end:
+            raise ValueError(f"lake table {table!r}: empty window [{self.start}, {self.end})")
+        self.files = _FileWriter(table)
+        self.schema: pl.Schema | None = None
+        self.rows = 0
 
-    reader = pa.RecordBatchReader.from_batches(schema, batches())
-    write_deltalake(
-        uri(table),
-        reader,
-        mode="overwrite",
-        predicate=predicate,
-        partition_by=[PARTITION_COLUMN],
-        storage_options=storage_options(),
+    def add(self, df: pl.DataFrame) -> None:
+        _check_window(df, self.table, self.start, self.end)
+        self.schema = self.schema or df.schema
+        self.rows += df.height
+        self.files.add(_storage_frame(df))
+
+    def commit(self) -> int:
+        window_months = _months(self.start, self.end)
+        current = _table_or_none(self.table)
+        if current is not None:
+            # Months only partly inside the window keep their rows outside it: the commit replaces
+            # whole month partitions, so those rows are rewritten alongside the new ones.
+            for month in sorted({window_months[0], window_months[-1]}):
+                kept = _rows_outside_window(self.table, month, self.start, self.end)
+                if kept is not None and kept.height:
+                    self.files.add(_storage_frame(kept))
+        if self.schema is None and current is None:
+            return 0  # nothing to write and nothing to delete
+        self.files.commit(current, self.schema, window_months)
+        return self.rows
+
+
+def _months(start: dt.date, end: dt.date) -> list[str]:
+    out, m = [], start.replace(day=1)
+    while m < end:
+        out.append(m.strftime("%Y-%m"))
+        m = (m + dt.timedelta(days=32)).replace(day=1)
+    return out
+
+
+def _table_or_none(table: str) -> DeltaTable | None:
+    try:
+        return DeltaTable(uri(table), storage_options=storage_options())
+    except TableNotFoundError:
+        return None
+
+
+def _rows_outside_window(table: str, month: str, start: dt.date, end: dt.date) -> pl.DataFrame | None:
+    first = dt.date.fromisoformat(month + "-01")
+    nxt = (first + dt.timedelta(days=32)).replace(day=1)
+    if first >= start and nxt <= end:
+        return None  # the month lies wholly inside the window
+    return (
+        pl.scan_delta(uri(table), storage_options=storage_options())
+        .filter(pl.col(PARTITION_COLUMN) == month, (pl.col("date") < start) | (pl.col("date") >= end))
+        .drop(PARTITION_COLUMN)
+        .collect()
     )
 
 
-def _chain(first: pl.DataFrame, rest: Iterator[pl.DataFrame]) -> Iterator[pl.DataFrame]:
-    yield first
-    yield from rest
+def _storage_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """Delta's timestamp type is microseconds; `_ms` turns it back into the project's ms on read."""
+    return df.with_columns(cs.datetime().dt.cast_time_unit("us"))
+
+
+class _FileWriter:
+    """Writes data files into the table's month partitions; commits them in one transaction."""
+
+    def __init__(self, table: str):
+        from deltalake.fs import DeltaStorageHandler
+
+        self.table = table
+        if "://" not in uri(table):
+            os.makedirs(uri(table), exist_ok=True)  # the storage handler needs the root to exist
+        self.fs = DeltaStorageHandler(uri(table), storage_options())
+        self.actions: list = []
+        self.arrow_schema = None
+
+    def add(self, df: pl.DataFrame) -> None:
+        import time
+        import uuid
+
+        from deltalake.transaction import AddAction
+
+        if df.height == 0:
+            return
+        for (month,), part in _with_month(df).group_by(PARTITION_COLUMN, maintain_order=True):
+            data = part.drop(PARTITION_COLUMN)
+            if self.arrow_schema is None:
+                self.arrow_schema = _with_month(data.head(0)).to_arrow().schema
+            path = f"{PARTITION_COLUMN}={month}/part-{uuid.uuid4().hex}.parquet"
+            full = f"{uri(self.table)}/{path}"
+            if "://" not in full:
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+            data.write_parquet(
+                full,
+                compression="zstd",
+                statistics=True,
+                row_group_size=128_000,
+                storage_options=storage_options(),
+            )
+            [info] = self.fs.get_file_info([path])
+            stats = {
+                "numRecords": data.height,
+                "minValues": {"date": str(data.get_column("date").min())},
+                "maxValues": {"date": str(data.get_column("date").max())},
+                "nullCount": {"date": 0},
+            }
+            self.actions.append(
+                AddAction(
+                    path,
+                    info.size,
+                    {PARTITION_COLUMN: month},
+                    int(time.time() * 1000),
+                    True,
+                    json.dumps(stats),
+                )
+            )
+
+    def commit(self, current: DeltaTable | None, schema: pl.Schema | None, months: list[str]) -> None:
+        from deltalake import Schema
+        from deltalake.transaction import create_table_with_add_actions
+
+        arrow_schema = self.arrow_schema
+        if arrow_schema is None:  # no rows: the schema comes from the (empty) frames or the table
+            if schema is not None:
+                arrow_schema = _with_month(_storage_frame(pl.DataFrame(schema=schema))).to_arrow().schema
+            else:
+                arrow_schema = current.schema().to_arrow()
+        if current is None:
+            create_table_with_add_actions(
+                uri(self.table),
+                Schema.from_arrow(arrow_schema),
+                self.actions,
+                mode="overwrite",
+                partition_by=[PARTITION_COLUMN],
+                storage_options=storage_options(),
+            )
+            return
+        current.create_write_transaction(
+            self.actions,
+            mode="overwrite",
+            schema=arrow_schema,
+            partition_by=[PARTITION_COLUMN],
+            partition_filters=[(PARTITION_COLUMN, "in", months)],
+        )
 
 
 def scan(

@@ -87,3 +87,15 @@ def test_process_killed_mid_write_leaves_previous_version_complete(isolated_lake
     assert proc.returncode == -9
     assert lake.version("t") == 0
     assert lake.read("t").sort("date").equals(before)
+
+
+def test_a_window_inside_a_month_keeps_the_rest_of_that_month():
+    lake.write_window("t", days_frame("2021-02-01", "2021-03-01", 1), "2021-02-01", "2021-03-01")
+    lake.write_window("t", days_frame("2021-02-10", "2021-02-20", 2), "2021-02-10", "2021-02-20")
+    out = lake.read("t").sort("date")
+    assert out.height == 28
+    assert out.filter(pl.col("value") == 2).get_column("date").to_list() == [
+        dt.date(2021, 2, d) for d in range(10, 20)
+    ]
+    lake.write_window("t", iter([]), "2021-02-15", "2021-02-17")
+    assert lake.read("t").height == 26 and lake.version("t") == 2

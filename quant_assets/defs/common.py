@@ -67,39 +67,3 @@ def markdown_table(df: pl.DataFrame, max_rows: int = 40) -> dg.MetadataValue:
         fmt_str_lengths=60,
     ):
         return dg.MetadataValue.md(str(df.head(max_rows)))
-
-
-class MonthStage:
-    """Months of one or more tables staged as parquet on local disk, then written to the lake.
-
-    A run computes month after month into the stage (memory holds one month), then each table's
-    whole window goes to the lake as ONE streamed Delta commit. Reading the stage is plain parquet:
-    nothing inside the Delta writer's stream touches the lake (delta-rs cannot re-enter its own
-    async runtime from the writer's stream).
-    """
-
-    def __init__(self, prefix: str = "qa-stage-"):
-        import tempfile
-        from pathlib import Path
-
-        self.dir = Path(tempfile.mkdtemp(prefix=prefix))
-
-    def add(self, table: str, month: dt.date, df: pl.DataFrame) -> None:
-        if df.height:
-            df.write_parquet(self.dir / f"{table}-{month:%Y-%m}.parquet", compression="uncompressed")
-
-    def write(self, table: str, start: dt.date, end: dt.date, empty: pl.DataFrame) -> int:
-        """Replace [start, end) of `table` with the staged months; an empty stage clears the window."""
-        from quant_assets import lake
-
-        files = sorted(self.dir.glob(f"{table}-*.parquet"))
-        frames = (pl.read_parquet(f) for f in files) if files else iter([empty])
-        return lake.write_window(table, frames, start, end)
-
-    def __enter__(self) -> MonthStage:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        import shutil
-
-        shutil.rmtree(self.dir, ignore_errors=True)

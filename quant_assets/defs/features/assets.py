@@ -3,7 +3,7 @@
 Each asset works month by month through its run window. A month [m0, m1) is computed from
 inputs over [m0 - LOOKBACK, m1) (and, for labels, to m1 + LOOKAHEAD) and then cut back to
 [m0, m1), so a month computed alone equals the same month inside a long backfill. The months
-are streamed into one Delta commit per asset, so memory stays flat over 2018->now.
+go to the lake through one `WindowWriter` per asset: one Delta commit, memory of one month.
 """
 
 import datetime as dt
@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from quant_assets import lake
-from quant_assets.defs.common import MonthStage, Progress, day_window, months, utc_now
+from quant_assets.defs.common import Progress, day_window, months, utc_now
 from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS, LOOKAHEAD, LOOKBACK
 from quant_assets.features.market_latent import market_latent as market_latent_fn
 from quant_assets.features.matrix import feature_matrix
@@ -73,18 +73,14 @@ def _write(
     start, end = day_window(context)
     slices = list(months(start, end))
     progress = Progress(context.log, len(slices), f"{table} month")
-    rows = 0
-    with MonthStage(f"qa-{table}-") as stage:
-        schema = None
-        for m0, m1 in slices:
-            df = build(m0, m1).collect()
-            if "date" not in df.columns:
-                df = df.with_columns(pl.col("ts").dt.date().alias("date"))
-            schema = df.schema
-            stage.add(table, m0, df)
-            rows += df.height
-            progress.step(f"{m0:%Y-%m}: {df.height:,} rows")
-        stage.write(table, start, end, pl.DataFrame(schema=schema))
+    writer = lake.WindowWriter(table, start, end)
+    for m0, m1 in slices:
+        df = build(m0, m1).collect()
+        if "date" not in df.columns:
+            df = df.with_columns(pl.col("ts").dt.date().alias("date"))
+        writer.add(df)
+        progress.step(f"{m0:%Y-%m}: {df.height:,} rows")
+    rows = writer.commit()
     return {
         "rows": dg.MetadataValue.int(rows),
         "window": f"[{start}, {end})",

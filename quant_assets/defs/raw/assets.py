@@ -1,10 +1,10 @@
 """Raw layer: one multi-asset that fills every raw table from the configured source.
 
 One step fetches all selected tables month by month (a simulator builds them jointly,
-a real source downloads each file once), stages each month as parquet on local disk,
-then replaces each table's whole run window with ONE Delta commit streamed from the
-staged months: memory stays flat over a 2018->now backfill, and readers never see a
-half-written window.
+a real source downloads each file once) and hands each month to a per-table
+`lake.WindowWriter`, which writes its files at once; at the end each table's whole run
+window is replaced in ONE Delta commit. Memory holds one month over a 2018->now
+backfill, and readers never see a half-written window.
 """
 
 import datetime as dt
@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 
 from quant_assets import lake
-from quant_assets.defs.common import MonthStage, Progress, day_window, months, utc_now
+from quant_assets.defs.common import Progress, day_window, months, utc_now
 from quant_assets.partitions import monthly
 from quant_assets.resources import MarketDataSource
 from quant_assets.schemas import RAW_TABLE_NAMES, RAW_TABLES
@@ -52,49 +52,44 @@ def raw_tables(context: dg.AssetExecutionContext, source: MarketDataSource):
     src = source.build()
     context.log.info(f"source={src.name} tables={tables} window=[{start}, {end}) built_at={built_at}")
     slices = list(months(start, end))
-    with MonthStage("qa-raw-") as stage:
-        progress = Progress(context.log, len(slices), "fetched month")
-        for m0, m1 in slices:
-            frames = src.fetch(tables, m0, m1, until=built_at)
-            for table in tables:
-                stage.add(table, m0, RAW_TABLES[table].conform(frames[table]))
-            progress.step(f"{m0:%Y-%m}: " + ", ".join(f"{t}={frames[t].height:,}" for t in tables))
+    writers = {t: lake.WindowWriter(t, start, end) for t in tables}
+    progress = Progress(context.log, len(slices), "fetched month")
+    for m0, m1 in slices:
+        frames = src.fetch(tables, m0, m1, until=built_at)
         for table in tables:
-            # An empty window still commits (with the schema): it clears stale rows and creates
-            # the table on first use, so readers and checks always find it.
-            rows = stage.write(table, start, end, RAW_TABLES[table].empty())
-            summary = (
-                lake.scan(table, start, end)
-                .select(
-                    pl.len().alias("rows"),
-                    *(
-                        [pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts")]
-                        if "ts" in RAW_TABLES[table].columns
-                        else []
-                    ),
-                    *(
-                        [pl.col("symbol").n_unique().alias("symbols")]
-                        if "symbol" in RAW_TABLES[table].columns
-                        else []
-                    ),
-                )
-                .collect()
-                .row(0, named=True)
-            )
-            metadata = {
-                "rows": dg.MetadataValue.int(rows),
-                "window": f"[{start}, {end})",
-                "source": src.name,
-                "built_at": built_at.isoformat(),
-                "delta_version": dg.MetadataValue.int(lake.version(table)),
-                "lake_uri": lake.uri(table),
-                **{k: str(v) for k, v in summary.items() if k != "rows"},
-            }
-            report = getattr(src, "last_report", None)
-            if report and table in report:
-                metadata["source_report"] = dg.MetadataValue.json(report[table])
-            context.log.info(f"{table}: wrote {rows:,} rows for [{start}, {end})")
-            yield dg.MaterializeResult(asset_key=table, metadata=metadata)
+            # Empty frames still carry the schema: an empty window commits too, clearing stale
+            # rows and creating the table on first use, so readers and checks always find it.
+            writers[table].add(RAW_TABLES[table].conform(frames[table]))
+        progress.step(f"{m0:%Y-%m}: " + ", ".join(f"{t}={frames[t].height:,}" for t in tables))
+    for table in tables:
+        rows = writers[table].commit()
+        context.log.info(f"{table}: wrote {rows:,} rows for [{start}, {end})")
+        yield dg.MaterializeResult(
+            asset_key=table, metadata=_metadata(table, rows, start, end, src, built_at)
+        )
+
+
+def _metadata(table: str, rows: int, start: dt.date, end: dt.date, src, built_at: dt.datetime) -> dict:
+    cols = RAW_TABLES[table].columns
+    aggs = [pl.len().alias("rows")]
+    if "ts" in cols:
+        aggs += [pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts")]
+    if "symbol" in cols:
+        aggs.append(pl.col("symbol").n_unique().alias("symbols"))
+    summary = lake.scan(table, start, end).select(aggs).collect().row(0, named=True)
+    metadata = {
+        "rows": dg.MetadataValue.int(rows),
+        "window": f"[{start}, {end})",
+        "source": src.name,
+        "built_at": built_at.isoformat(),
+        "delta_version": dg.MetadataValue.int(lake.version(table)),
+        "lake_uri": lake.uri(table),
+        **{k: str(v) for k, v in summary.items() if k != "rows"},
+    }
+    report = getattr(src, "last_report", None)
+    if report and table in report:
+        metadata["source_report"] = dg.MetadataValue.json(report[table])
+    return metadata
 
 
 def raw_window_rows(table: str, start: dt.date, end: dt.date) -> pl.DataFrame:
