@@ -22,7 +22,7 @@ import time
 
 CHILD = textwrap.dedent(
     """
-    import json, sys, dagster as dg, polars as pl
+    import json, resource, sys, time, dagster as dg, polars as pl
     from quant_assets import lake
     from quant_assets.cli import run_layer, LAYERS
     from quant_assets.partitions import monthly
@@ -33,9 +33,12 @@ CHILD = textwrap.dedent(
     for name, selection, partitioned in LAYERS:
         if name not in layers:
             continue
+        t0 = time.perf_counter()
         res = run_layer(inst, selection, start if partitioned else None, keys[-1] if partitioned else None)
         assert res.success, f"{name} run failed"
         out["runs"] += 1
+        out.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 1)
+        out.setdefault("peak_gib_after", {})[name] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
         tables = [m.asset_key.to_user_string() for m in res.get_asset_materialization_events()]
         out["layers"][name] = sorted(set(tables))
     rows = {}
@@ -77,6 +80,10 @@ def main() -> int:
         f"layers {args.layers} from {args.start}: {result['runs']} run(s), {wall:.1f} s wall, "
         f"{total:,} rows ({total / wall:,.0f} rows/s), peak RSS {peak_gib:.2f} GiB"
     )
+    for name, secs in result["seconds"].items():
+        print(
+            f"  layer {name:<10} {secs:>7.1f} s  (peak RSS so far {result['peak_gib_after'][name]:.2f} GiB)"
+        )
     for name, n in result["rows"].items():
         print(f"  {name:<24} {n:>12,}")
     print(
