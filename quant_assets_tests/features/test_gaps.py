@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pandas as pd
 import polars as pl
@@ -12,8 +11,9 @@ from features_rawdata import STEP, build_matrix, make_raw
 
 from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
 from quant_assets.features.snapshots import feature_snapshots, min_samples
+from quant_assets_tests.real_data import REAL_DATA
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "freqtrade"
+REAL = REAL_DATA / "freqtrade"
 
 
 @pytest.fixture(scope="module")

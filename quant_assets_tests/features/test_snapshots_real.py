@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 import statistics
-from pathlib import Path
 
 import polars as pl
 import pytest
 
 from quant_assets.features.snapshots import feature_snapshots
+from quant_assets_tests.real_data import REAL_DATA
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real" / "binance_spot"
+REAL = REAL_DATA / "binance_spot"
 
 
 def load(name: str, timeframe: str) -> pl.DataFrame:

@@ -25,9 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import polars as pl
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "data" / "real"
-if not REAL.exists():  # the repo checked out elsewhere: fall back to the shared folder's fixed place
-    REAL = Path("/work/shared/data/real")
+from quant_assets_tests.real_data import REAL_DATA
+
+REAL = REAL_DATA
 SPOT_CSV = REAL / "binance_spot"
 KLINE_HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
