@@ -102,7 +102,9 @@ def timed(frame: pl.DataFrame, cfg: BacktestConfig, repeat: int):
 def run_peer(n_bars: int, n_assets: int, repeat: int) -> tuple[dict | None, dict | None, str]:
     venv = Path(os.environ.get("PEER_VENV", Path.home() / ".cache" / "peer-venv"))
     python = venv / "bin" / "python"
-    if not python.exists() or not PEER_SCRIPT.exists():
+    if not PEER_SCRIPT.exists():
+        return None, None, f"SKIP vectorbt: no peer script at {PEER_SCRIPT} (set QA_PEERS_DIR to ../shared/peers)"
+    if not python.exists():
         return None, None, f"SKIP vectorbt: no peer venv at {venv} (create it: bash {PEERS / 'setup.sh'})"
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     args = ["--bars", str(n_bars), "--assets", str(n_assets), "--seed", str(SEED), "--repeat", str(repeat)]
