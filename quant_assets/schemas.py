@@ -22,6 +22,15 @@ TS = pl.Datetime("ms", "UTC")
 DEPTH_BANDS = (1, 2, 3, 4, 5)  # +-1% .. +-5% of mid, the bands of the archive's bookDepth
 EVENT_TYPES = ("funding", "product", "mna", "regulatory", "market", "social_post", "social_comment")
 SOCIAL_EVENT_TYPES = ("social_post", "social_comment")
+# The ratio and basis columns of `derivatives_metrics` (features use them as they are).
+DERIVATIVES_METRIC_COLUMNS = (
+    "long_short_ratio_global",
+    "long_short_ratio_top_accounts",
+    "long_short_ratio_top_positions",
+    "taker_buy_sell_ratio",
+    "basis",
+    "annualized_basis",
+)
 PAYLOAD = pl.Struct(
     {
         "text": pl.String,
@@ -139,16 +148,7 @@ RAW_TABLES: dict[str, TableSchema] = {
                 "date": pl.Date,
                 "ts": TS,
                 "symbol": pl.String,
-                **_f(
-                    "open_interest",
-                    "open_interest_value",
-                    "long_short_ratio_global",
-                    "long_short_ratio_top_accounts",
-                    "long_short_ratio_top_positions",
-                    "taker_buy_sell_ratio",
-                    "basis",
-                    "annualized_basis",
-                ),
+                **_f("open_interest", "open_interest_value", *DERIVATIVES_METRIC_COLUMNS),
                 "available_at": TS,
             },
             key=("symbol", "ts"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from quant_assets.schemas import EVENT_TYPES, SOCIAL_EVENT_TYPES
+from quant_assets.schemas import DERIVATIVES_METRIC_COLUMNS, EVENT_TYPES, SOCIAL_EVENT_TYPES
 from quant_assets.universe import HORIZON_BARS, HORIZONS, TIMEFRAMES
 
 TEXT_FEATURE_PREFIXES = ("social_", "event_", "source_", "sentiment_")
@@ -62,14 +62,7 @@ MARKET_LATENT_KEYS = tuple(f"mkt_latent_{i}" for i in range(2 * LATENT_COEFS))
 ORDERBOOK_KEYS = ("orderbook_imbalance", "spread_bps", "log_depth_1pct", "orderbook_missing_flag")
 FUNDING_KEYS = ("funding_rate", "funding_missing_flag")
 ONCHAIN_KEYS = ("onchain_norm", "onchain_exchange_norm", "onchain_missing_flag")
-DERIVATIVES_RAW = (
-    "long_short_ratio_global",
-    "long_short_ratio_top_accounts",
-    "long_short_ratio_top_positions",
-    "taker_buy_sell_ratio",
-    "basis",
-    "annualized_basis",
-)
+DERIVATIVES_RAW = DERIVATIVES_METRIC_COLUMNS
 DERIVATIVES_KEYS = (*DERIVATIVES_RAW, "derivatives_missing_flag")
 EXOGENOUS_KEYS = (*ORDERBOOK_KEYS, *FUNDING_KEYS, *ONCHAIN_KEYS, *DERIVATIVES_KEYS)
 
