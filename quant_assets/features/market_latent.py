@@ -9,7 +9,8 @@ the first LATENT_COEFS vectors of the orthonormal DCT-II basis (level, slope, cu
 so no row's value depends on any other period's data. A row is null when fewer than
 MIN_WINDOW_FRACTION of the window's bars are present.
 
-Time rule: the row (symbol, t) uses bars with ts <= t (as feature_snapshots).
+Time rule: the row (symbol, t) uses bars with ts <= t (as feature_snapshots, whose 5m grid and bar
+family it shares).
 """
 
 from __future__ import annotations
@@ -19,11 +20,20 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from quant_assets.features.grid import bar_grid, drop_pad_rows, select_bars, select_prices
+from quant_assets.features.family import FAMILY_KEYS, LOOK, family_chunk, min_samples
+from quant_assets.features.grid import COIN_NAMES, alloc, coin_rows, layout, select_bars, select_prices
 from quant_assets.features.keys import LATENT_COEFS, LATENT_WINDOW, MARKET_LATENT_KEYS
-from quant_assets.features.snapshots import STEP, bar_family, min_samples
+from quant_assets.features.snapshots import in_chunks, place_5m, worker_pool
 
 LATENT_CLIP = 10.0
+OUTPUT_SCHEMA = pl.Schema(
+    {
+        "symbol": pl.String,
+        "ts": pl.Datetime("ms", "UTC"),
+        "date": pl.Date,
+        **dict.fromkeys(MARKET_LATENT_KEYS, pl.Float64),
+    }
+)
 
 
 def dct_basis(n: int, k: int) -> np.ndarray:
@@ -35,6 +45,49 @@ def dct_basis(n: int, k: int) -> np.ndarray:
     return basis
 
 
+def compute_latent(bars5: pl.DataFrame, prices: pl.DataFrame, end: dt.datetime | None) -> pl.DataFrame:
+    """market_latent on collected `select_bars` (5m) and `select_prices` frames."""
+    b5 = coin_rows(bars5, "market_bars", dedupe=True)
+    coins = layout(b5, coin_rows(bars5.clear(), "market_bars", dedupe=True), end)
+    if not coins:
+        return OUTPUT_SCHEMA.to_frame()
+    c5 = place_5m(coins, b5, coin_rows(prices, "prices", dedupe=False))
+    n5 = coins[-1].seg5.offset + coins[-1].seg5.rows
+    fam = {k: alloc(n5) for k in (*FAMILY_KEYS, "_lr")}
+    for k in fam.values():
+        k[:LOOK] = np.nan
+    with worker_pool() as pool:
+        in_chunks(pool, lambda s, e: family_chunk(c5, fam, s, e, ""), LOOK, n5)
+    ts = np.concatenate(
+        [np.arange(c.seg5.start, c.seg5.start + c.seg5.rows * 300_000, 300_000) for c in coins]
+    )
+    canvas = pl.DataFrame(
+        {"ts": ts, "_lr": fam["_lr"], "vol_288": fam["vol_288"], "vol_z": fam["vol_z"]}, nan_to_null=True
+    )
+    z_ret = (pl.col("_lr") / pl.when(pl.col("vol_288") > 0).then(pl.col("vol_288"))).clip(
+        -LATENT_CLIP, LATENT_CLIP
+    )
+    z_vol = pl.col("vol_z").clip(-LATENT_CLIP, LATENT_CLIP)
+    # rolling_sum's weights apply oldest-first, matching the basis's time order (index 0 = oldest bar);
+    # every coin's segment starts with LOOK >= LATENT_WINDOW empty rows, so no window reaches another coin
+    basis = dct_basis(LATENT_WINDOW, LATENT_COEFS)
+    need = min_samples(LATENT_WINDOW)
+    dims = []
+    for seq_i, x in enumerate((z_ret, z_vol)):
+        covered = x.is_not_null().cast(pl.Int32).rolling_sum(LATENT_WINDOW) >= need
+        for j in range(LATENT_COEFS):
+            proj = x.fill_null(0.0).rolling_sum(LATENT_WINDOW, weights=basis[j].tolist())
+            dims.append(pl.when(covered).then(proj).alias(MARKET_LATENT_KEYS[seq_i * LATENT_COEFS + j]))
+    canvas = canvas.select(pl.col("ts").cast(pl.Datetime("ms", "UTC")), *dims)
+    parts = [
+        canvas.slice(c.out_lo, c.out_hi - c.out_lo).with_columns(symbol=pl.lit(COIN_NAMES[c.seg5.rank]))
+        for c in coins
+    ]
+    return pl.concat(parts, rechunk=False).select(
+        "symbol", "ts", pl.col("ts").dt.date().alias("date"), *MARKET_LATENT_KEYS
+    )
+
+
 def market_latent(
     bars: pl.LazyFrame,
     prices: pl.LazyFrame | None = None,
@@ -43,24 +96,5 @@ def market_latent(
     market: str = "spot",
 ) -> pl.LazyFrame:
     """Rows (symbol, ts, date, mkt_latent_0..7) on the same 5m clock as feature_snapshots."""
-    g5 = bar_grid(select_bars(bars, "5m", market), select_prices(prices), STEP, end, dt.timedelta(0))
-    fam = bar_family(g5)
-    z_ret = (pl.col("_lr") / pl.when(pl.col("vol_288") > 0).then(pl.col("vol_288"))).clip(
-        -LATENT_CLIP, LATENT_CLIP
-    )
-    z_vol = pl.col("vol_z").clip(-LATENT_CLIP, LATENT_CLIP)
-    fam = fam.select("symbol", "ts", "is_pad", z_ret.alias("_zr"), z_vol.alias("_zv"))
-    # rolling_sum's weights apply oldest-first, matching the basis's time order (index 0 = oldest bar)
-    basis = dct_basis(LATENT_WINDOW, LATENT_COEFS)
-    need = min_samples(LATENT_WINDOW)
-    dims = []
-    for seq_i, col in enumerate(("_zr", "_zv")):
-        x = pl.col(col)
-        covered = x.is_not_null().cast(pl.Int32).rolling_sum(LATENT_WINDOW) >= need
-        for j in range(LATENT_COEFS):
-            proj = x.fill_null(0.0).rolling_sum(LATENT_WINDOW, weights=basis[j].tolist())
-            dims.append(pl.when(covered).then(proj).alias(MARKET_LATENT_KEYS[seq_i * LATENT_COEFS + j]))
-    out = fam.with_columns(dims).select(
-        "is_pad", "symbol", "ts", pl.col("ts").dt.date().alias("date"), *MARKET_LATENT_KEYS
-    )
-    return drop_pad_rows(out).drop("is_pad")
+    queries = [select_bars(bars, "5m", market), select_prices(prices)]
+    return pl.defer(lambda: compute_latent(*pl.collect_all(queries), end), schema=OUTPUT_SCHEMA)
