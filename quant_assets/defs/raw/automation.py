@@ -27,7 +27,7 @@ audit_job = dg.define_asset_job(
 def daily_running_month(context: dg.ScheduleEvaluationContext):
     """Each day, rebuild the running month (the last partition) as its days arrive."""
     now = context.scheduled_execution_time
-    key = monthly.get_last_partition_key(current_time=now)
+    key = monthly.get_partition_keys(current_time=now)[-1]
     return dg.RunRequest(run_key=f"{key}@{now:%Y-%m-%d}", partition_key=key)
 
 
