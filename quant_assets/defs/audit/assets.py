@@ -98,6 +98,8 @@ def _heatmap_markdown(by_month: pl.DataFrame) -> str:
     import matplotlib.pyplot as plt
 
     tables = by_month.get_column("table").unique(maintain_order=True).to_list()
+    cmap = matplotlib.colormaps["RdYlGn"].copy()
+    cmap.set_bad("lightgrey")  # no buckets expected: the coin was not listed yet
     fig, axes = plt.subplots(len(tables), 1, figsize=(12, 1.6 * len(tables) + 0.5), squeeze=False)
     for ax, name in zip(axes[:, 0], tables, strict=True):
         wide = (
@@ -106,7 +108,7 @@ def _heatmap_markdown(by_month: pl.DataFrame) -> str:
             .sort("symbol")
         )
         grid = wide.drop("symbol").to_numpy().astype(float)
-        ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap="RdYlGn", interpolation="nearest")
+        ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
         ax.set_yticks(range(wide.height), wide.get_column("symbol").to_list(), fontsize=6)
         months = wide.columns[1:]
         ticks = [i for i, m in enumerate(months) if m.endswith("-01")]
