@@ -1,17 +1,21 @@
-"""The bar family on one chunk of a canvas (grid.py), in numpy: see snapshots.py for each feature.
+"""The bar family on chunks of a canvas (grid.py): the numba kernels of kernels.py with the windows
+of keys.py and per-thread scratch. See snapshots.py for what each feature is.
 
 A chunk computes rows [s, e) and reads the LOOK rows before s, which covers every window (ret_288
-reads close_{t-288}, vol_288 the returns from t-287). NaN stands for null throughout. Work buffers
-come from a per-thread `Scratch`, so chunks on two threads run without allocating.
+reads close_{t-288}, vol_288 the returns from t-287). NaN stands for null.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import polars as pl
 
+from quant_assets.features import kernels
 from quant_assets.features.grid import PAD_ROWS
 from quant_assets.features.keys import (
     ACCEL_PAIRS,
@@ -22,84 +26,70 @@ from quant_assets.features.keys import (
     VOLZ_WINDOW,
     bar_family_keys,
 )
-from quant_assets.features.rolling import Scratch, log1p, rolling_std, window_sums
 
 LOOK = PAD_ROWS
-# Rows per chunk: the ~40 work buffers of a chunk stay in cache; a multiple of 24 keeps chunks on
-# 12-row groups and on whole bytes of validity bitmaps.
-CHUNK = 24 * 1536
+# Rows per chunk: a chunk's work arrays (~25 rows of CHUNK + LOOK floats) stay in a core's cache;
+# a multiple of 24 keeps chunks on 12-row groups and on whole bytes of validity bitmaps.
+CHUNK = 24 * 96
 FAMILY_KEYS = bar_family_keys()
-
-_local = threading.local()
+NO_ARRAY = np.zeros(0)
 
 
 def min_samples(window: int) -> int:
     return max(2, math.ceil(MIN_WINDOW_FRACTION * window))
 
 
-def scratch() -> Scratch:
-    """This thread's work buffers."""
-    if not hasattr(_local, "scratch"):
-        _local.scratch = Scratch(CHUNK + LOOK)
-    return _local.scratch
+# the windows as kernel arguments
+WINDOWS = (
+    np.array(RET_WINDOWS, dtype=np.int64),
+    np.array(VOL_WINDOWS, dtype=np.int64),
+    np.array([min_samples(n) for n in VOL_WINDOWS], dtype=np.int64),
+    np.array(ACCEL_PAIRS, dtype=np.int64).reshape(-1, 2),
+    np.array(TERM_PAIRS, dtype=np.int64).reshape(-1, 2),
+    np.array([VOLZ_WINDOW], dtype=np.int64),
+    min_samples(VOLZ_WINDOW),
+)
 
 
-def family_chunk(src: dict[str, np.ndarray], dst: dict[str, np.ndarray], s: int, e: int, prefix: str) -> None:
-    """The bar family for canvas rows [s, e) (LOOK <= s, e - s <= CHUNK) from `src` close, volume
-    and quote_volume into `dst[prefix + key][s:e]`; also `_lr`, the 1-bar log return, if in `dst`."""
-    a = s - LOOK
-    m = e - a
-    buf = scratch()
-    close, volume, quote = (src[c][a:e] for c in ("close", "volume", "quote_volume"))
-    out = {k: dst[prefix + k][s:e] for k in FAMILY_KEYS}
-    tmp = buf("tmp", m)
-    with np.errstate(all="ignore"):
-        lr = buf("lr", m)
-        lr[0] = np.nan
-        np.divide(close[1:], close[:-1], out=lr[1:])
-        np.log(lr, out=lr)
-        if "_lr" in dst:
-            dst["_lr"][s:e] = lr[LOOK:]
-        _stds(lr, VOL_WINDOWS, buf, {n: out[f"vol_{n}"] for n in VOL_WINDOWS})
-        for n in RET_WINDOWS:
-            np.divide(close[LOOK:], close[LOOK - n : m - n], out=out[f"ret_{n}"])
-            out[f"ret_{n}"] -= 1.0
-        for p, q in ACCEL_PAIRS:
-            d = out[f"ret_accel_{p}_{q}"]
-            np.divide(out[f"ret_{p}"], p, out=d)
-            d -= np.divide(out[f"ret_{q}"], q, out=tmp[LOOK:])
-        for p, q in TERM_PAIRS:
-            d, vq = out[f"vol_term_{p}_{q}"], out[f"vol_{q}"]
-            np.divide(out[f"vol_{p}"], vq, out=d)
-            d[vq == 0.0] = np.nan
-        lv = log1p(volume, buf("lv", m), tmp)
-        out["log_volume"][:] = lv[LOOK:]
-        std = buf("std", m - LOOK)
-        mean = _stds(lv, (VOLZ_WINDOW,), buf, {VOLZ_WINDOW: std})
-        std[std == 0.0] = np.nan
-        np.subtract(lv[LOOK:], mean, out=out["vol_z"])
-        out["vol_z"] /= std
-        impact = out["volume_impact"]
-        denom = log1p(quote[LOOK:], buf("denom", m - LOOK), tmp[LOOK:])
-        denom[~(quote[LOOK:] > 0.0)] = np.nan
-        np.abs(lr[LOOK:], out=impact)
-        impact /= denom
+class Scratch:
+    """One thread's work arrays, reused from range to range."""
+
+    def __init__(self, flag_rows: int) -> None:
+        m = CHUNK + LOOK
+        self.arrays = (
+            np.empty((6, m)),  # moments of returns and of log volumes
+            np.empty((max(*VOL_WINDOWS, VOLZ_WINDOW).bit_length(), m)),  # power-of-two sums
+            np.empty((3, len(VOL_WINDOWS), m)),  # window sums per moment
+            np.empty((3, m)),  # returns, log volumes, std
+        )
+        self.flags = np.empty((flag_rows, CHUNK), dtype=np.uint8)
 
 
-def _stds(x: np.ndarray, windows: tuple[int, ...], buf: Scratch, out: dict[int, np.ndarray]) -> np.ndarray:
-    """Rolling std of x (NaN = absent) over each window into out[n] (rows LOOK.. of x); returns
-    the rolling mean over the last window (rows LOOK..) in a work buffer."""
-    absent = np.isnan(x, out=buf("absent", x.size, np.bool_))
-    count = buf("count", x.size, np.int16)
-    np.subtract(1, absent, out=count, dtype=np.int16)
-    c = window_sums(count, windows, buf, "c")
-    v = buf("x", x.size)
-    np.copyto(v, x)
-    v[absent] = 0.0
-    s1 = window_sums(v, windows, buf, "s1")
-    np.multiply(v, v, out=v)
-    s2 = window_sums(v, windows, buf, "s2")
-    for n in windows:
-        rolling_std(s1[n][LOOK:], s2[n][LOOK:], c[n][LOOK:], min_samples(n), out[n])
-    n = windows[-1]
-    return np.divide(s1[n][LOOK:], c[n][LOOK:], out=buf("mean", x.size - LOOK))
+_local = threading.local()
+
+
+def scratch(flag_rows: int = 0) -> Scratch:
+    """This thread's work arrays (with at least `flag_rows` rows of validity flags)."""
+    sc = getattr(_local, "scratch", None)
+    if sc is None or sc.flags.shape[0] < flag_rows:
+        sc = _local.scratch = Scratch(flag_rows)
+    return sc
+
+
+def family_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, lr_out: np.ndarray = NO_ARRAY) -> None:
+    """The bar family (FAMILY_KEYS, in order, as the rows of `dst`) of canvas rows [lo, hi) from
+    `src` rows close, volume, quote_volume (lo >= LOOK); the 1-bar log return into `lr_out` if given."""
+    kernels.family(src, dst, lr_out, lo, hi, CHUNK, LOOK, *WINDOWS, *scratch().arrays)
+
+
+def in_ranges(pool: ThreadPoolExecutor, fn: Callable[[int, int], None], lo: int, hi: int) -> None:
+    """fn(s, e) over [lo, hi) in pieces of whole chunks on the pool's threads (a few pieces per
+    thread, so a thread slowed by other work does not hold the others up)."""
+    piece = max(1, (hi - lo) // (8 * pool._max_workers * CHUNK)) * CHUNK
+    for f in [pool.submit(fn, s, min(s + piece, hi)) for s in range(lo, hi, piece)]:
+        f.result()
+
+
+def worker_pool() -> ThreadPoolExecutor:
+    """Threads for the kernels (they release the GIL), as many as polars uses."""
+    return ThreadPoolExecutor(max_workers=max(1, pl.thread_pool_size()))

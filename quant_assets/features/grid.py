@@ -98,12 +98,12 @@ def select_prices(prices: pl.LazyFrame | None) -> pl.LazyFrame:
     )
 
 
-def alloc(n: int, dtype: type = np.float64) -> np.ndarray:
+def alloc(shape: int | tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
     """An uninitialised array from Arrow's memory pool, which keeps freed pages for reuse: the
     large canvas and output columns of one call then do not page-fault fresh memory in again on
     the next (and they reach polars as Arrow buffers without a copy)."""
-    item = np.dtype(dtype)
-    return np.frombuffer(pa.allocate_buffer(n * item.itemsize), dtype=item, count=n)
+    item, size = np.dtype(dtype), int(np.prod(shape))
+    return np.frombuffer(pa.allocate_buffer(size * item.itemsize), dtype=item, count=size).reshape(shape)
 
 
 @dataclass(frozen=True)
@@ -184,6 +184,16 @@ def off_grid(table: str, rank: int, ts_ms: int, step: int) -> ValueError:
     )
 
 
+@dataclass(frozen=True)
+class Canvas:
+    """Bar columns on a canvas: `bars` rows close (the bar's, else the fallback), volume and
+    quote_volume (never filled); NaN where absent."""
+
+    bars: np.ndarray
+    close_from_fallback: np.ndarray  # Int8
+    bar_missing_flag: np.ndarray  # Int8
+
+
 def place(
     segments: list[Segment],
     step: int,
@@ -192,18 +202,13 @@ def place(
     fallback_at: int,
     pad_from: dict[int, int],
     table: str,
-) -> dict[str, np.ndarray]:
-    """Canvas columns for `segments`: close (bar, else fallback), volume, quote_volume (never
-    filled), close_from_fallback and bar_missing_flag (Int8).
-
-    A row at time T whose bar is missing takes the latest snapshot with ts in (F - 5m, F],
-    F = T + fallback_at, if T >= pad_from[rank] (earlier rows are never read, see the module
-    docstring). Bars must sit on the `step` grid.
-    """
+) -> Canvas:
+    """The canvas of `segments`. A row at time T whose bar is missing takes the latest snapshot
+    with ts in (F - 5m, F], F = T + fallback_at, if T >= pad_from[rank] (earlier rows are never
+    read, see the module docstring). Bars must sit on the `step` grid."""
     n = segments[-1].offset + segments[-1].rows if segments else 0
-    cols = {c: alloc(n) for c in ("close", "volume", "quote_volume")}
-    for c in cols.values():
-        c.fill(np.nan)
+    cols = alloc((3, n))
+    cols.fill(np.nan)
     for seg in segments:
         sl = bars.coins.get(seg.rank)
         if sl is None:
@@ -215,9 +220,9 @@ def place(
             raise off_grid(table, seg.rank, int(ts[lo + np.flatnonzero(off)[0]]), step)
         pos += seg.offset
         src = slice(sl.start + lo, sl.start + hi)
-        for c, col in cols.items():
-            col[pos] = bars.cols["bar_close" if c == "close" else c][src]
-    close = cols["close"]
+        for i, c in enumerate(("bar_close", "volume", "quote_volume")):
+            cols[i][pos] = bars.cols[c][src]
+    close = cols[0]
     missing = np.isnan(close)
     from_fallback = alloc(n, np.int8)
     from_fallback.fill(0)
@@ -237,7 +242,7 @@ def place(
         price = prices.cols["price"][sl][i[ok]]
         close[rows[ok]] = price
         from_fallback[rows[ok]] = ~np.isnan(price)
-    return {**cols, "close_from_fallback": from_fallback, "bar_missing_flag": missing.view(np.int8)}
+    return Canvas(cols, from_fallback, missing.view(np.int8))
 
 
 @dataclass(frozen=True)

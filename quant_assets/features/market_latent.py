@@ -20,10 +20,18 @@ import datetime as dt
 import numpy as np
 import polars as pl
 
-from quant_assets.features.family import FAMILY_KEYS, LOOK, family_chunk, min_samples
-from quant_assets.features.grid import COIN_NAMES, alloc, coin_rows, layout, select_bars, select_prices
+from quant_assets.features.family import FAMILY_KEYS, LOOK, family_rows, in_ranges, min_samples, worker_pool
+from quant_assets.features.grid import (
+    COIN_NAMES,
+    STEP_MS,
+    alloc,
+    coin_rows,
+    layout,
+    select_bars,
+    select_prices,
+)
 from quant_assets.features.keys import LATENT_COEFS, LATENT_WINDOW, MARKET_LATENT_KEYS
-from quant_assets.features.snapshots import in_chunks, place_5m, worker_pool
+from quant_assets.features.snapshots import place_5m
 
 LATENT_CLIP = 10.0
 OUTPUT_SCHEMA = pl.Schema(
@@ -52,18 +60,16 @@ def compute_latent(bars5: pl.DataFrame, prices: pl.DataFrame, end: dt.datetime |
     if not coins:
         return OUTPUT_SCHEMA.to_frame()
     c5 = place_5m(coins, b5, coin_rows(prices, "prices", dedupe=False))
-    n5 = coins[-1].seg5.offset + coins[-1].seg5.rows
-    fam = {k: alloc(n5) for k in (*FAMILY_KEYS, "_lr")}
-    for k in fam.values():
-        k[:LOOK] = np.nan
+    n5 = c5.bars.shape[1]
+    fam, lr = alloc((len(FAMILY_KEYS), n5)), alloc(n5)
+    fam[:, :LOOK], lr[:LOOK] = np.nan, np.nan
     with worker_pool() as pool:
-        in_chunks(pool, lambda s, e: family_chunk(c5, fam, s, e, ""), LOOK, n5)
+        in_ranges(pool, lambda s, e: family_rows(c5.bars, fam, s, e, lr), LOOK, n5)
     ts = np.concatenate(
-        [np.arange(c.seg5.start, c.seg5.start + c.seg5.rows * 300_000, 300_000) for c in coins]
+        [np.arange(c.seg5.start, c.seg5.start + c.seg5.rows * STEP_MS, STEP_MS) for c in coins]
     )
-    canvas = pl.DataFrame(
-        {"ts": ts, "_lr": fam["_lr"], "vol_288": fam["vol_288"], "vol_z": fam["vol_z"]}, nan_to_null=True
-    )
+    vol_288, vol_z = (fam[FAMILY_KEYS.index(k)] for k in ("vol_288", "vol_z"))
+    canvas = pl.DataFrame({"ts": ts, "_lr": lr, "vol_288": vol_288, "vol_z": vol_z}, nan_to_null=True)
     z_ret = (pl.col("_lr") / pl.when(pl.col("vol_288") > 0).then(pl.col("vol_288"))).clip(
         -LATENT_CLIP, LATENT_CLIP
     )

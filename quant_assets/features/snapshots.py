@@ -23,30 +23,39 @@ comes from the `prices` table when a snapshot taken in (t - 5m, t] exists (`clos
 for a 1h bar opening at h, one taken in (h + 50m, h + 55m]), so returns continue,
 but volume is never filled: `volume`, `log_volume`, `vol_z` and `volume_impact` are null on that row.
 
-Speed: the inputs are collected once, laid out on flat per-coin grids (grid.py), and every feature
-is computed by numpy in cache-sized chunks of rows on two threads (numpy releases the GIL), each
-chunk reading back MAX_BAR_WINDOW rows; rolling sums are exact per window (rolling.py), so a row's
-value does not depend on the chunking or on how much history the input holds.
+Speed: the inputs are collected once and laid out on flat per-coin grids (grid.py); every feature,
+the 1h-to-5m alignment and the null bitmaps are computed by compiled kernels (kernels.py) in
+cache-sized chunks of rows on all cores, each chunk reading back MAX_BAR_WINDOW rows. Rolling sums
+are exact per window, so a row's value depends neither on the chunking nor on how much history the
+input holds. The output columns are the kernels' buffers, handed to polars without a copy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from quant_assets.features.family import CHUNK, FAMILY_KEYS, LOOK, family_chunk, min_samples
-
-__all__ = ["H1_FALLBACK_AT", "STEP", "compute_snapshots", "feature_snapshots", "h1_row_key", "min_samples"]
+from quant_assets.features import kernels
+from quant_assets.features.family import (
+    CHUNK,
+    FAMILY_KEYS,
+    LOOK,
+    WINDOWS,
+    family_rows,
+    in_ranges,
+    min_samples,
+    scratch,
+    worker_pool,
+)
 from quant_assets.features.grid import (
     COIN_NAMES,
     GROUP,
     HOUR_MS,
     STEP_MS,
+    Canvas,
     CoinLayout,
     Rows,
     alloc,
@@ -58,6 +67,8 @@ from quant_assets.features.grid import (
 )
 from quant_assets.features.keys import BAR_FLAG_KEYS, H1_PREFIX, SNAPSHOT_FEATURE_KEYS
 from quant_assets.universe import TIMEFRAMES
+
+__all__ = ["H1_FALLBACK_AT", "STEP", "compute_snapshots", "feature_snapshots", "h1_row_key", "min_samples"]
 
 STEP = TIMEFRAMES["5m"]
 HOUR = TIMEFRAMES["1h"]
@@ -86,42 +97,42 @@ def h1_row_key(ts: pl.Expr) -> pl.Expr:
     return (ts + STEP).dt.truncate(HOUR) - HOUR
 
 
-def in_chunks(pool: ThreadPoolExecutor, fn: Callable[[int, int], None], lo: int, hi: int) -> None:
-    """fn(s, e) over [lo, hi) in CHUNK-row pieces on the pool's threads."""
-    for f in [pool.submit(fn, s, min(s + CHUNK, hi)) for s in range(lo, hi, CHUNK)]:
-        f.result()
-
-
-def worker_pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, min(2, pl.thread_pool_size())))
-
-
-def place_5m(coins: list[CoinLayout], bars5: Rows, prices: Rows) -> dict[str, np.ndarray]:
-    """The 5m canvas columns (grid.place); fallback closes reach PAD_ROWS rows before a coin's first bar."""
+def place_5m(coins: list[CoinLayout], bars5: Rows, prices: Rows) -> Canvas:
+    """The 5m canvas (grid.place); fallback closes reach PAD_ROWS rows before a coin's first bar."""
     pad_from = {c.seg5.rank: c.seg5.start + (c.out_lo - c.seg5.offset - LOOK) * STEP_MS for c in coins}
     return place([c.seg5 for c in coins], STEP_MS, bars5, prices, 0, pad_from, "market_bars (5m)")
 
 
-def _validity(x: np.ndarray, bits: np.ndarray, s: int, e: int) -> None:
-    """Arrow validity bits of x[s:e] (s a multiple of 8): set where x is not NaN."""
-    packed = np.packbits(np.isnan(x[s:e]), bitorder="little")
-    np.invert(packed, out=bits[s // 8 : s // 8 + packed.size])
+def _hour_rows(coins: list[CoinLayout], groups: int, absent: int) -> np.ndarray:
+    """The 1h canvas row each 12-row group of the 5m canvas reads; `absent` where none is closed."""
+    rows = np.full(groups, absent, dtype=np.uint64)
+    for c in coins:
+        if c.seg1 is not None:
+            g0 = c.seg5.offset // GROUP
+            rows[g0 + c.g_lo : g0 + c.g_hi] = np.arange(c.h_lo, c.h_lo + c.g_hi - c.g_lo)
+    return rows
+
+
+def _hourly(c1: Canvas, n1: int, pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 1h family on the 1h canvas plus one trailing absent row (all null, flags H1_ABSENT_FLAGS):
+    values, validity bytes and flags."""
+    fam = alloc((len(FAMILY_KEYS), n1 + 1))
+    fam[:, :LOOK] = np.nan  # the first coin's pad rows: never read, but defined
+    in_ranges(pool, lambda s, e: family_rows(c1.bars, fam, s, e), LOOK, n1)
+    fam[:, n1] = np.nan
+    valid = np.empty(fam.shape, dtype=np.uint8)
+    for k in range(fam.shape[0]):
+        kernels.validity(fam[k], valid[k])
+    flags = np.empty((2, n1 + 1), dtype=np.int8)
+    flags[0, :n1], flags[1, :n1] = c1.close_from_fallback, c1.bar_missing_flag
+    flags[:, n1] = H1_ABSENT_FLAGS
+    return fam, valid, flags
 
 
 def _float_series(name: str, values: np.ndarray, bits: np.ndarray) -> pl.Series:
     return pl.Series(
         name, pa.Array.from_buffers(pa.float64(), values.size, [pa.py_buffer(bits), pa.py_buffer(values)])
     )
-
-
-def _hour_rows(coins: list[CoinLayout], groups: int) -> np.ndarray:
-    """The 1h canvas row each 12-row group of the 5m canvas reads; -1 (the absent row) if none."""
-    rows = np.full(groups, -1, dtype=np.int64)
-    for c in coins:
-        if c.seg1 is not None:
-            g0 = c.seg5.offset // GROUP
-            rows[g0 + c.g_lo : g0 + c.g_hi] = np.arange(c.h_lo, c.h_lo + c.g_hi - c.g_lo)
-    return rows
 
 
 def compute_snapshots(
@@ -133,50 +144,42 @@ def compute_snapshots(
     coins = layout(b5, b1, end)
     if not coins:
         return OUTPUT_SCHEMA.to_frame()
-    segs5 = [c.seg5 for c in coins]
     segs1 = [c.seg1 for c in coins if c.seg1 is not None]
     c5 = place_5m(coins, b5, px)
     fallback_1h = H1_FALLBACK_AT // dt.timedelta(milliseconds=1)
     c1 = place(segs1, HOUR_MS, b1, px, fallback_1h, {s.rank: s.start for s in segs1}, "market_bars (1h)")
-    n5 = segs5[-1].offset + segs5[-1].rows
-    n1 = segs1[-1].offset + segs1[-1].rows if segs1 else 0
-    # 1h canvas plus one trailing "absent" row, read by 5m rows that have no closed hour
-    h1 = {k: alloc(n1 + 1) for k in H1_FLOATS}
-    for k, flag, absent in zip(H1_FLAGS, BAR_FLAG_KEYS, H1_ABSENT_FLAGS, strict=True):
-        h1[k] = np.append(c1[flag], np.int8(absent))
-    hour_rows = _hour_rows(coins, n5 // GROUP)
-    f5 = {k: alloc(n5) for k in (*FAMILY_KEYS, *H1_FLOATS)}
-    f5 |= {k: alloc(n5, np.int8) for k in H1_FLAGS}
-    f5 |= {"close": c5["close"], "volume": c5["volume"]}
-    bits = {k: alloc((n5 + 7) // 8, np.uint8) for k in FLOAT_OUTPUTS}
+    n5 = c5.bars.shape[1]
+    n1 = c1.bars.shape[1]
+    hour_rows = _hour_rows(coins, n5 // GROUP, n1)
+    fam = alloc((len(FAMILY_KEYS), n5))
+    h1_out = alloc((len(H1_FLOATS), n5))
+    h1_flags_out = alloc((len(H1_FLAGS), n5), np.int8)
+    bits = alloc((len(FLOAT_OUTPUTS), (n5 + 7) // 8), np.uint8)
+    bits[:, : LOOK // 8] = 0
     ts, date = alloc(n5, np.int64), alloc(n5, np.int32)
-    for s in segs5:
+    for c in coins:
+        s = c.seg5
         ts[s.offset : s.offset + s.rows] = np.arange(s.start, s.start + s.rows * STEP_MS, STEP_MS)
-
-    def hourly(s: int, e: int) -> None:
-        family_chunk(c1, h1, s, e, H1_PREFIX)
-
-    def five_minute(s: int, e: int) -> None:
-        family_chunk(c5, f5, s, e, "")
-        reads = hour_rows[s // GROUP : e // GROUP]
-        for k in (*H1_FLOATS, *H1_FLAGS):
-            f5[k][s:e].reshape(-1, GROUP)[:] = np.take(h1[k], reads)[:, None]
-        for k in FLOAT_OUTPUTS:
-            _validity(f5[k], bits[k], s, e)
-        np.floor_divide(ts[s:e], DAY_MS, out=date[s:e], casting="unsafe")
-
     with worker_pool() as pool:
-        in_chunks(pool, hourly, LOOK, n1)
-        for k in H1_FLOATS:
-            h1[k][n1] = np.nan
-        in_chunks(pool, five_minute, LOOK, n5)
+        h1, h1_valid, h1_flags = _hourly(c1, n1, pool)
+
+        def five_minute(s: int, e: int) -> None:
+            sc = scratch(len(FLOAT_OUTPUTS))
+            kernels.five_minute(
+                c5.bars, fam, s, e, CHUNK, LOOK, *WINDOWS, *sc.arrays, h1, h1_valid, h1_flags, hour_rows,
+                GROUP, ts, DAY_MS, h1_out, h1_flags_out, date, sc.flags, bits,
+            )  # fmt: skip
+
+        in_ranges(pool, five_minute, LOOK, n5)
+    floats = (c5.bars[0], c5.bars[1], *fam, *h1_out)
     canvas = pl.DataFrame(
         [
             pl.Series("ts", ts).cast(pl.Datetime("ms", "UTC")),
             pl.Series("date", date).cast(pl.Date),
-            *(_float_series(k, f5[k], bits[k]) for k in FLOAT_OUTPUTS),
-            *(pl.Series(k, c5[k]) for k in BAR_FLAG_KEYS),
-            *(pl.Series(k, f5[k]) for k in H1_FLAGS),
+            *(_float_series(k, v, b) for k, v, b in zip(FLOAT_OUTPUTS, floats, bits, strict=True)),
+            pl.Series(BAR_FLAG_KEYS[0], c5.close_from_fallback),
+            pl.Series(BAR_FLAG_KEYS[1], c5.bar_missing_flag),
+            *(pl.Series(k, v) for k, v in zip(H1_FLAGS, h1_flags_out, strict=True)),
         ]
     )
     parts = [
