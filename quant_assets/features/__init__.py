@@ -1,4 +1,4 @@
-"""The feature layer: pure polars functions, frames in and frames out (no Dagster, no lake I/O).
+"""The feature layer: pure functions, polars frames in and frames out (no Dagster, no lake I/O).
 
     snaps  = feature_snapshots(bars, prices, end=...)            # snapshots.py
     social = social_text_latent(events, event_links)             # social.py
@@ -13,6 +13,8 @@ Labels (matrix.py) look forward and never feed features.
 
 Partitions: every function returns rows for all input times. To build the month [start, end), read
 raw rows with ts in [start - LOOKBACK, end + LOOKAHEAD) (keys.py), compute, keep ts in [start, end).
-Column names, windows and the feature lists (LIQUID_FEATURE_KEYS, LIQUID_FULL_FEATURE_KEYS) live in
+
+The bar family (snapshots.py, market_latent.py) runs in compiled numba kernels (kernels.py) on flat
+per-coin grids (grid.py, rows.py); the other tables are polars expressions. Column names, windows and the feature lists (LIQUID_FEATURE_KEYS, LIQUID_FULL_FEATURE_KEYS) live in
 keys.py and nowhere else.
 """

@@ -85,11 +85,15 @@ def family_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, lr_out: np.n
 def in_ranges(pool: ThreadPoolExecutor, fn: Callable[[int, int], None], lo: int, hi: int) -> None:
     """fn(s, e) over [lo, hi) in pieces of whole chunks on the pool's threads (a few pieces per
     thread, so a thread slowed by other work does not hold the others up)."""
-    piece = max(1, (hi - lo) // (8 * pool._max_workers * CHUNK)) * CHUNK
+    piece = max(1, (hi - lo) // (8 * threads() * CHUNK)) * CHUNK
     for f in [pool.submit(fn, s, min(s + piece, hi)) for s in range(lo, hi, piece)]:
         f.result()
 
 
+def threads() -> int:
+    """Threads for the kernels (they release the GIL): as many as polars uses."""
+    return max(1, pl.thread_pool_size())
+
+
 def worker_pool() -> ThreadPoolExecutor:
-    """Threads for the kernels (they release the GIL), as many as polars uses."""
-    return ThreadPoolExecutor(max_workers=max(1, pl.thread_pool_size()))
+    return ThreadPoolExecutor(max_workers=threads())

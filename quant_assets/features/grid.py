@@ -9,9 +9,9 @@ Canvas. All coins' grids sit end to end in one array per column, in universe ord
 segment starts with at least `PAD_ROWS` rows before its first bar ("pad" rows: no bar, a fallback
 close only within the last `PAD_ROWS`), as many as the longest window, so a window that reaches
 before a coin's first bar sees nulls, exactly as if the coin had no earlier data, never the
-previous coin's rows, and whole-array kernels need no per-coin boundaries. Positions are arithmetic
-on the packed (coin, time) key: a bar's row is (ts - segment start) / step, so bars are placed
-by one scatter and fallback prices are found by binary search, with no join or hash.
+previous coin's rows, and whole-array kernels need no per-coin boundaries. A bar's row is
+arithmetic, (ts - segment start) / step, so a coin's segment is filled by one merge of its sorted
+bars and fallback prices (rows.py), with no join or hash.
 
 A 5m segment starts at a :55 minute and holds a whole number of 12-row groups, so group g is the
 5m rows [h + 55m, h + 1h + 50m] that all read the 1h bar opening at h (see snapshots.py).
@@ -20,21 +20,23 @@ A 5m segment starts at a :55 minute and holds a whole number of 12-row groups, s
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
+from numba import njit
 
+from quant_assets.features.kernels import JIT
 from quant_assets.features.keys import LATENT_WINDOW, MAX_BAR_WINDOW
+from quant_assets.features.rows import BAR_VALUES, COIN_NAMES, Rows
 from quant_assets.schemas import RAW_TABLES, TS
-from quant_assets.universe import SYMBOLS
 
 PAD_ROWS = MAX_BAR_WINDOW
 # Empty rows before a coin's pad rows on the 5m canvas: market_latent reads LATENT_WINDOW rows of
 # pad-row features, whose own windows must end before the previous coin's rows.
 LEAD_ROWS = PAD_ROWS + LATENT_WINDOW
-BAR_COLUMNS = ("symbol", "market", "timeframe", "ts", "close", "volume", "quote_volume")
 STEP_MS = 300_000
 HOUR_MS = 3_600_000
 GROUP = HOUR_MS // STEP_MS  # 5m rows per 1h bar
@@ -62,40 +64,8 @@ def ceil_to(col: pl.Expr, step: dt.timedelta) -> pl.Expr:
     return pl.when(floor == col).then(col).otherwise(floor + step)
 
 
-# Coins are numbered by their position in the sorted universe: the order of the output rows.
-COIN_NAMES: tuple[str, ...] = tuple(sorted(SYMBOLS))
-COIN_ENUM = pl.Enum(COIN_NAMES)
-_RANKS = {s: r for r, s in enumerate(COIN_NAMES)}
-
-
 def epoch_ms(t: dt.datetime) -> int:
     return (t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
-
-
-def select_bars(bars: pl.LazyFrame | None, timeframe: str, market: str) -> pl.LazyFrame:
-    """Rows of one timeframe and market as (symbol, ts in epoch ms, bar_close, volume, quote_volume)."""
-    if bars is None:
-        raise ValueError("market_bars: no frame given (the table is missing); bar features need bars")
-    require_columns(bars, "market_bars", BAR_COLUMNS)
-    return bars.filter((pl.col("timeframe") == timeframe) & (pl.col("market") == market)).select(
-        pl.col("symbol").cast(pl.String),
-        pl.col("ts").cast(TS).dt.epoch("ms"),
-        pl.col("close").cast(pl.Float64).alias("bar_close"),
-        pl.col("volume").cast(pl.Float64),
-        pl.col("quote_volume").cast(pl.Float64),
-    )
-
-
-def select_prices(prices: pl.LazyFrame | None) -> pl.LazyFrame:
-    """Price snapshots as (symbol, ts in epoch ms, price)."""
-    if prices is None:
-        prices = empty_table("prices")
-    require_columns(prices, "prices", ("symbol", "ts", "price"))
-    return prices.select(
-        pl.col("symbol").cast(pl.String),
-        pl.col("ts").cast(TS).dt.epoch("ms"),
-        pl.col("price").cast(pl.Float64),
-    )
 
 
 def alloc(shape: int | tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
@@ -104,67 +74,6 @@ def alloc(shape: int | tuple[int, ...], dtype: type = np.float64) -> np.ndarray:
     the next (and they reach polars as Arrow buffers without a copy)."""
     item, size = np.dtype(dtype), int(np.prod(shape))
     return np.frombuffer(pa.allocate_buffer(size * item.itemsize), dtype=item, count=size).reshape(shape)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """A frame's columns as numpy arrays; `coins[rank]` is that coin's rows, contiguous and sorted
-    by `ts` (epoch ms; ties in input order)."""
-
-    ts: np.ndarray
-    cols: dict[str, np.ndarray]
-    coins: dict[int, slice]
-
-
-def _symbol_runs(symbol: pl.Series) -> np.ndarray:
-    """First rows of the runs of equal symbols, read from the 16-byte string views without hashing
-    (a string of up to 12 bytes is wholly inside its view). Longer strings may split a run in two;
-    the caller merges runs of equal names."""
-    arr = symbol.rechunk().to_arrow(compat_level=pl.CompatLevel.newest())
-    if arr.type != pa.string_view() or len(arr) < 2:
-        change = (symbol != symbol.shift(1)).fill_null(True).to_numpy()[1:]
-    else:
-        views = np.frombuffer(arr.buffers()[1], dtype=np.uint64)[2 * arr.offset : 2 * (arr.offset + len(arr))]
-        views = views.reshape(-1, 2)
-        change = views[1:, 0] != views[:-1, 0]
-        change |= views[1:, 1] != views[:-1, 1]
-    return np.append(0, np.flatnonzero(change) + 1)
-
-
-def coin_rows(df: pl.DataFrame, table: str, dedupe: bool) -> Rows:
-    """`df` (symbol, ts, values...) as numpy columns with each coin's rows in one ts-sorted slice;
-    with `dedupe`, the last row of each (symbol, ts) wins. Rows grouped by coin and sorted by time
-    (in any coin order) cost a few vectorised checks; anything else is sorted first (stable)."""
-    for c in ("symbol", "ts"):
-        if df.get_column(c).null_count():
-            raise ValueError(f"{table}: null {c} in {df.get_column(c).null_count()} rows")
-    if df.is_empty():
-        return Rows(np.zeros(0, dtype=np.int64), {c: np.zeros(0) for c in df.columns[2:]}, {})
-    starts = _symbol_runs(df.get_column("symbol"))
-    names = df.get_column("symbol").gather(starts).to_list()
-    keep = [i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]]
-    starts, names = starts[keep], [names[i] for i in keep]
-    unknown = sorted(set(names) - _RANKS.keys())
-    if unknown:
-        raise ValueError(f"{table}: symbols not in the universe: {unknown[:5]}")
-    ts = df.get_column("ts").to_numpy()
-    stops = np.append(starts[1:], len(ts)).astype(np.int64)
-    step_up = ts[1:] > ts[:-1]
-    step_up[stops[:-1] - 1] = True  # a new coin may start at any time
-    if len(set(names)) < len(names) or not step_up.all():
-        flat = ts[1:] == ts[:-1]
-        flat[stops[:-1] - 1] = False
-        if len(set(names)) < len(names) or not (step_up | flat).all():
-            ordered = df.sort(pl.col("symbol").cast(COIN_ENUM), "ts", maintain_order=True)
-            return coin_rows(ordered, table, dedupe)
-        if dedupe:
-            last = np.ones(len(ts), dtype=bool)
-            last[:-1] = ~flat
-            return coin_rows(df.filter(pl.Series(last)), table, dedupe)
-    if len(ts) and ts.min() < 0:
-        raise ValueError(f"{table}: ts before 1970")
-    coins = {_RANKS[n]: slice(int(s), int(e)) for n, s, e in zip(names, starts, stops, strict=True)}
-    return Rows(ts, {c: df.get_column(c).to_numpy() for c in df.columns if c not in ("symbol", "ts")}, coins)
 
 
 @dataclass(frozen=True)
@@ -194,6 +103,59 @@ class Canvas:
     bar_missing_flag: np.ndarray  # Int8
 
 
+@njit(**JIT)
+def _place_segment(
+    ts,
+    close,
+    volume,
+    quote,
+    lo,
+    hi,
+    start,
+    step,
+    out,
+    missing,
+    fallback,
+    pts,
+    pprice,
+    pad_row,
+    fallback_at,
+    fresh,
+):  # noqa: E501
+    """One coin's canvas rows (row r at time start + r * step): out rows close, volume and
+    quote_volume from the bars ts[lo:hi] (sorted, unique) that fall on them, NaN elsewhere;
+    missing = 1 without a bar. From row pad_row on, a missing bar's close is the price of the
+    latest snapshot (pts sorted, ties in input order) taken in (F - fresh, F], F = its time +
+    fallback_at, and fallback = 1 if that price is not null. Returns the index of a bar between
+    two rows (off the grid), or -1."""
+    rows = missing.size
+    j = lo
+    while j < hi and ts[j] < start:
+        j += 1
+    k = -1  # the latest snapshot at or before F
+    at = start
+    for r in range(rows):
+        fallback[r] = 0
+        if j < hi and ts[j] == at:
+            out[0, r], out[1, r], out[2, r] = close[j], volume[j], quote[j]
+            missing[r] = close[j] != close[j]
+            j += 1
+        else:
+            if j < hi and ts[j] < at:
+                return j
+            out[0, r], out[1, r], out[2, r] = np.nan, np.nan, np.nan
+            missing[r] = 1
+        if missing[r] and r >= pad_row:
+            f = at + fallback_at
+            while k + 1 < pts.size and pts[k + 1] <= f:
+                k += 1
+            if k >= 0 and pts[k] > f - fresh:
+                out[0, r] = pprice[k]
+                fallback[r] = pprice[k] == pprice[k]
+        at += step
+    return -1
+
+
 def place(
     segments: list[Segment],
     step: int,
@@ -202,47 +164,37 @@ def place(
     fallback_at: int,
     pad_from: dict[int, int],
     table: str,
+    pool: Executor | None = None,
 ) -> Canvas:
-    """The canvas of `segments`. A row at time T whose bar is missing takes the latest snapshot
-    with ts in (F - 5m, F], F = T + fallback_at, if T >= pad_from[rank] (earlier rows are never
-    read, see the module docstring). Bars must sit on the `step` grid."""
+    """The canvas of `segments` (placed on `pool`'s threads if given). A row at time T whose bar
+    is missing takes the latest snapshot with ts in (F - 5m, F], F = T + fallback_at, if
+    T >= pad_from[rank] (earlier rows are never read, see the module docstring). Bars must sit on
+    the `step` grid."""
     n = segments[-1].offset + segments[-1].rows if segments else 0
-    cols = alloc((3, n))
-    cols.fill(np.nan)
-    for seg in segments:
-        sl = bars.coins.get(seg.rank)
-        if sl is None:
-            continue
-        ts = bars.ts[sl]
-        lo, hi = np.searchsorted(ts, [seg.start, seg.start + seg.rows * step])
-        pos, off = np.divmod(ts[lo:hi] - seg.start, step)
-        if off.any():
-            raise off_grid(table, seg.rank, int(ts[lo + np.flatnonzero(off)[0]]), step)
-        pos += seg.offset
-        src = slice(sl.start + lo, sl.start + hi)
-        for i, c in enumerate(("bar_close", "volume", "quote_volume")):
-            cols[i][pos] = bars.cols[c][src]
-    close = cols[0]
-    missing = np.isnan(close)
-    from_fallback = alloc(n, np.int8)
-    from_fallback.fill(0)
-    for seg in segments:
-        sl = prices.coins.get(seg.rank)
-        if sl is None:
-            continue
-        first = seg.offset + max(0, (pad_from[seg.rank] - seg.start) // step)
-        rows = np.flatnonzero(missing[first : seg.offset + seg.rows]) + first
-        if not rows.size:
-            continue
-        taken = prices.ts[sl]
-        at = seg.start + (rows - seg.offset) * step + fallback_at
-        i = np.searchsorted(taken, at, side="right") - 1  # the latest snapshot at or before F
-        ok = i >= 0
-        ok[ok] = taken[i[ok]] > at[ok] - _FRESH_MS
-        price = prices.cols["price"][sl][i[ok]]
-        close[rows[ok]] = price
-        from_fallback[rows[ok]] = ~np.isnan(price)
-    return Canvas(cols, from_fallback, missing.view(np.int8))
+    canvas = Canvas(alloc((3, n)), alloc(n, np.int8), alloc(n, np.int8))
+
+    def one(seg: Segment) -> None:
+        sl = bars.coins.get(seg.rank, slice(0, 0))
+        ps = prices.coins.get(seg.rank, slice(0, 0))
+        rows = slice(seg.offset, seg.offset + seg.rows)
+        bad = _place_segment(
+            bars.ts, *(bars.cols[c] for c in BAR_VALUES),
+            sl.start, sl.stop, seg.start, step, canvas.bars[:, rows], canvas.bar_missing_flag[rows],
+            canvas.close_from_fallback[rows], prices.ts[ps], prices.cols["price"][ps],
+            max(0, (pad_from[seg.rank] - seg.start) // step), fallback_at, _FRESH_MS,
+        )  # fmt: skip
+        if bad >= 0:
+            raise off_grid(table, seg.rank, int(bars.ts[bad]), step)
+
+    list(pool.map(one, segments) if pool is not None else map(one, segments))
+    return canvas
+
+
+def place_5m(coins: list[CoinLayout], bars5: Rows, prices: Rows, pool: Executor | None = None) -> Canvas:
+    """The 5m canvas of `coins` (see `place`); fallback closes reach PAD_ROWS rows before a coin's
+    first bar."""
+    pad_from = {c.seg5.rank: c.seg5.start + (c.out_lo - c.seg5.offset - PAD_ROWS) * STEP_MS for c in coins}
+    return place([c.seg5 for c in coins], STEP_MS, bars5, prices, 0, pad_from, "market_bars (5m)", pool)
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,14 @@ import math
 import numpy as np
 from numba import njit
 
-# error_model numpy: x / 0 gives inf or NaN as in numpy instead of raising
-_KW = {"nogil": True, "cache": True, "error_model": "numpy"}
+# Options of every compiled function here and in rows.py / grid.py. error_model numpy: x / 0 gives
+# inf or NaN as in numpy instead of raising.
+JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # moments per series: x, x^2 and the count of present values (absent values count as 0)
 _MOMENTS = 3
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _log1p(x: float) -> float:
     # log(u) * x / (u - 1), u = 1 + x: within 2 ulp of log1p (Goldberg 1991, theorem 4), and one
     # libm log instead of the much slower log1p
@@ -38,7 +39,7 @@ def _log1p(x: float) -> float:
     return math.log(u) * (x / (u - 1.0))
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _top_bit(n: int) -> int:
     b = 0
     while (2 << b) <= n:
@@ -46,12 +47,12 @@ def _top_bit(n: int) -> int:
     return b
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _level(x: np.ndarray, lev: np.ndarray, b: int) -> np.ndarray:
     return x if b == 0 else lev[b]
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _add_shifted(base: np.ndarray, part: np.ndarray, k: int, out: np.ndarray, m: int) -> None:
     """out[t] = base[t] + part[t - k] for t in [k, m), out[t] = base[t] below k (partial rows).
     Slices keep every index a plain loop counter, which lets the loop vectorise."""
@@ -64,7 +65,7 @@ def _add_shifted(base: np.ndarray, part: np.ndarray, k: int, out: np.ndarray, m:
         dst[t] = hi[t] + lo[t]
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _window_sums(x: np.ndarray, windows: np.ndarray, lev: np.ndarray, out: np.ndarray, m: int) -> None:
     """out[w, :m] = sums of x over windows[w] rows ending at each row (the first rows partial).
     lev[b] holds the 2**b-row sums (lev[0] unused: x is level 0)."""
@@ -86,7 +87,7 @@ def _window_sums(x: np.ndarray, windows: np.ndarray, lev: np.ndarray, out: np.nd
             dst[:m] = acc[:m]
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _rolling_std(s1: np.ndarray, s2: np.ndarray, c: np.ndarray, min_count: int, out: np.ndarray) -> None:
     """Sample std (ddof 1) from window sums of x, x^2 and the count (equal-length slices); NaN
     where fewer than min_count values are present."""
@@ -97,7 +98,7 @@ def _rolling_std(s1: np.ndarray, s2: np.ndarray, c: np.ndarray, min_count: int, 
         out[i] = math.sqrt(var) if c[i] >= min_count else np.nan
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _index(values: np.ndarray, v: int) -> int:
     for i in range(values.size):
         if values[i] == v:
@@ -105,10 +106,10 @@ def _index(values: np.ndarray, v: int) -> int:
     return -1
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _family_chunk(
     src, dst, lr_out, s, e, look, ret_w, vol_w, vol_min, accel, term, volz_w, volz_min, mom, lev, sums, work
-):  # noqa: E501
+):
     a = s - look
     m = e - a
     volume, quote = src[1, a:e], src[2, a:e]
@@ -173,7 +174,7 @@ def _family_chunk(
         lr_out[s:e] = lro
 
 
-@njit(**_KW)
+@njit(**JIT)
 def family(
     src,
     dst,
@@ -193,7 +194,7 @@ def family(
     lev,
     sums,
     work,
-):  # noqa: E501
+):
     """The bar family of canvas rows [lo, hi) (lo >= look) into dst[:, lo:hi], chunk by chunk.
 
     src rows: close, volume, quote_volume. dst rows: ret per ret_w, vol per vol_w, ret_accel per
@@ -220,17 +221,17 @@ def family(
             lev,
             sums,
             work,
-        )  # noqa: E501
+        )
 
 
-@njit(**_KW)
+@njit(**JIT)
 def validity(x: np.ndarray, flags: np.ndarray) -> None:
     """flags[i] = 1 where x[i] is not NaN (equal-length slices)."""
     for i in range(x.size):
         flags[i] = x[i] == x[i]
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _pack_bits(flags: np.ndarray, n: int, bits: np.ndarray, at: int) -> None:
     """bits[k, at + j] = flags[k, 8j : 8j + 8] as an Arrow bitmap byte (LSB first), first n flags."""
     m8 = (n + 7) // 8 * 8
@@ -244,7 +245,7 @@ def _pack_bits(flags: np.ndarray, n: int, bits: np.ndarray, at: int) -> None:
             out[j] = (words[j] * np.uint64(0x0102040810204080)) >> np.uint64(56)
 
 
-@njit(**_KW)
+@njit(**JIT)
 def _rest_chunk(
     src,
     fam,
@@ -262,7 +263,7 @@ def _rest_chunk(
     bits,
     s,
     e,
-):  # noqa: E501
+):
     n = e - s
     validity(src[0, s:e], flags[0, :n])
     validity(src[1, s:e], flags[1, :n])
@@ -291,7 +292,7 @@ def _rest_chunk(
     _pack_bits(flags, n, bits, s // 8)
 
 
-@njit(**_KW)
+@njit(**JIT)
 def five_minute(
     src,
     fam,
@@ -322,7 +323,7 @@ def five_minute(
     date,
     flags,
     bits,
-):  # noqa: E501
+):
     """The 5m canvas rows [lo, hi) (lo and chunk multiples of 8 and of `group`), chunk by chunk:
     the bar family into `fam` (see `family`); each row's 1h family and flags from the 1h row its
     group of `group` rows reads (hour_rows); the date; and the validity bitmaps of close, volume,
@@ -348,7 +349,7 @@ def five_minute(
             lev,
             sums,
             work,
-        )  # noqa: E501
+        )
         _rest_chunk(
             src,
             fam,
@@ -366,4 +367,4 @@ def five_minute(
             bits,
             s,
             e,
-        )  # noqa: E501
+        )

@@ -21,17 +21,9 @@ import numpy as np
 import polars as pl
 
 from quant_assets.features.family import FAMILY_KEYS, LOOK, family_rows, in_ranges, min_samples, worker_pool
-from quant_assets.features.grid import (
-    COIN_NAMES,
-    STEP_MS,
-    alloc,
-    coin_rows,
-    layout,
-    select_bars,
-    select_prices,
-)
+from quant_assets.features.grid import STEP_MS, alloc, layout, place_5m
 from quant_assets.features.keys import LATENT_COEFS, LATENT_WINDOW, MARKET_LATENT_KEYS
-from quant_assets.features.snapshots import place_5m
+from quant_assets.features.rows import COIN_NAMES, coin_rows, select_bars, select_prices
 
 LATENT_CLIP = 10.0
 OUTPUT_SCHEMA = pl.Schema(

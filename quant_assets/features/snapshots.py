@@ -33,6 +33,7 @@ input holds. The output columns are the kernels' buffers, handed to polars witho
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -51,24 +52,21 @@ from quant_assets.features.family import (
     worker_pool,
 )
 from quant_assets.features.grid import (
-    COIN_NAMES,
     GROUP,
     HOUR_MS,
     STEP_MS,
     Canvas,
     CoinLayout,
-    Rows,
     alloc,
-    coin_rows,
     layout,
     place,
-    select_bars,
-    select_prices,
+    place_5m,
 )
 from quant_assets.features.keys import BAR_FLAG_KEYS, H1_PREFIX, SNAPSHOT_FEATURE_KEYS
+from quant_assets.features.rows import COIN_NAMES, coin_rows, select_bars, select_prices
 from quant_assets.universe import TIMEFRAMES
 
-__all__ = ["H1_FALLBACK_AT", "STEP", "compute_snapshots", "feature_snapshots", "h1_row_key", "min_samples"]
+__all__ = ["H1_FALLBACK_AT", "STEP", "compute_snapshots", "feature_snapshots", "min_samples"]
 
 STEP = TIMEFRAMES["5m"]
 HOUR = TIMEFRAMES["1h"]
@@ -92,17 +90,6 @@ OUTPUT_SCHEMA = pl.Schema(
 )
 
 
-def h1_row_key(ts: pl.Expr) -> pl.Expr:
-    """Open time of the last 1h bar closed by the decision time ts + 5m of the 5m row at ts."""
-    return (ts + STEP).dt.truncate(HOUR) - HOUR
-
-
-def place_5m(coins: list[CoinLayout], bars5: Rows, prices: Rows) -> Canvas:
-    """The 5m canvas (grid.place); fallback closes reach PAD_ROWS rows before a coin's first bar."""
-    pad_from = {c.seg5.rank: c.seg5.start + (c.out_lo - c.seg5.offset - LOOK) * STEP_MS for c in coins}
-    return place([c.seg5 for c in coins], STEP_MS, bars5, prices, 0, pad_from, "market_bars (5m)")
-
-
 def _hour_rows(coins: list[CoinLayout], groups: int, absent: int) -> np.ndarray:
     """The 1h canvas row each 12-row group of the 5m canvas reads; `absent` where none is closed."""
     rows = np.full(groups, absent, dtype=np.uint64)
@@ -113,7 +100,7 @@ def _hour_rows(coins: list[CoinLayout], groups: int, absent: int) -> np.ndarray:
     return rows
 
 
-def _hourly(c1: Canvas, n1: int, pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _hourly(c1: Canvas, n1: int, pool: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The 1h family on the 1h canvas plus one trailing absent row (all null, flags H1_ABSENT_FLAGS):
     values, validity bytes and flags."""
     fam = alloc((len(FAMILY_KEYS), n1 + 1))
@@ -139,28 +126,35 @@ def compute_snapshots(
     bars5: pl.DataFrame, bars1: pl.DataFrame, prices: pl.DataFrame, end: dt.datetime | None
 ) -> pl.DataFrame:
     """feature_snapshots on collected `select_bars` (5m, 1h) and `select_prices` frames."""
-    b5, b1 = coin_rows(bars5, "market_bars", dedupe=True), coin_rows(bars1, "market_bars", dedupe=True)
-    px = coin_rows(prices, "prices", dedupe=False)
-    coins = layout(b5, b1, end)
-    if not coins:
-        return OUTPUT_SCHEMA.to_frame()
-    segs1 = [c.seg1 for c in coins if c.seg1 is not None]
-    c5 = place_5m(coins, b5, px)
-    fallback_1h = H1_FALLBACK_AT // dt.timedelta(milliseconds=1)
-    c1 = place(segs1, HOUR_MS, b1, px, fallback_1h, {s.rank: s.start for s in segs1}, "market_bars (1h)")
-    n5 = c5.bars.shape[1]
-    n1 = c1.bars.shape[1]
-    hour_rows = _hour_rows(coins, n5 // GROUP, n1)
-    fam = alloc((len(FAMILY_KEYS), n5))
-    h1_out = alloc((len(H1_FLOATS), n5))
-    h1_flags_out = alloc((len(H1_FLAGS), n5), np.int8)
-    bits = alloc((len(FLOAT_OUTPUTS), (n5 + 7) // 8), np.uint8)
-    bits[:, : LOOK // 8] = 0
-    ts, date = alloc(n5, np.int64), alloc(n5, np.int32)
-    for c in coins:
-        s = c.seg5
-        ts[s.offset : s.offset + s.rows] = np.arange(s.start, s.start + s.rows * STEP_MS, STEP_MS)
     with worker_pool() as pool:
+        b5, b1, px = (
+            f.result()
+            for f in [
+                pool.submit(coin_rows, bars5, "market_bars", True),
+                pool.submit(coin_rows, bars1, "market_bars", True),
+                pool.submit(coin_rows, prices, "prices", False),
+            ]
+        )
+        coins = layout(b5, b1, end)
+        if not coins:
+            return OUTPUT_SCHEMA.to_frame()
+        segs1 = [c.seg1 for c in coins if c.seg1 is not None]
+        c5 = place_5m(coins, b5, px, pool)
+        fallback_1h = H1_FALLBACK_AT // dt.timedelta(milliseconds=1)
+        c1 = place(
+            segs1, HOUR_MS, b1, px, fallback_1h, {s.rank: s.start for s in segs1}, "market_bars (1h)", pool
+        )
+        n5, n1 = c5.bars.shape[1], c1.bars.shape[1]
+        hour_rows = _hour_rows(coins, n5 // GROUP, n1)
+        fam = alloc((len(FAMILY_KEYS), n5))
+        h1_out = alloc((len(H1_FLOATS), n5))
+        h1_flags_out = alloc((len(H1_FLAGS), n5), np.int8)
+        bits = alloc((len(FLOAT_OUTPUTS), (n5 + 7) // 8), np.uint8)
+        bits[:, : LOOK // 8] = 0
+        ts, date = alloc(n5, np.int64), alloc(n5, np.int32)
+        for c in coins:
+            s = c.seg5
+            ts[s.offset : s.offset + s.rows] = np.arange(s.start, s.start + s.rows * STEP_MS, STEP_MS)
         h1, h1_valid, h1_flags = _hourly(c1, n1, pool)
 
         def five_minute(s: int, e: int) -> None:
