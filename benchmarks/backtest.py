@@ -103,7 +103,11 @@ def run_peer(n_bars: int, n_assets: int, repeat: int) -> tuple[dict | None, dict
     venv = Path(os.environ.get("PEER_VENV", Path.home() / ".cache" / "peer-venv"))
     python = venv / "bin" / "python"
     if not PEER_SCRIPT.exists():
-        return None, None, f"SKIP vectorbt: no peer script at {PEER_SCRIPT} (set QA_PEERS_DIR to ../shared/peers)"
+        return (
+            None,
+            None,
+            f"SKIP vectorbt: no peer script at {PEER_SCRIPT} (set QA_PEERS_DIR to ../shared/peers)",
+        )
     if not python.exists():
         return None, None, f"SKIP vectorbt: no peer venv at {venv} (create it: bash {PEERS / 'setup.sh'})"
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
