@@ -54,19 +54,13 @@ def _as_date(d: dt.date | dt.datetime | str | None) -> dt.date | None:
 
 
 def exists(table: str) -> bool:
-    try:
-        DeltaTable(uri(table), storage_options=storage_options())
-        return True
-    except TableNotFoundError:
-        return False
+    return _table_or_none(table) is not None
 
 
 def version(table: str) -> int | None:
     """Current Delta version of `table`, or None when it has never been written."""
-    try:
-        return DeltaTable(uri(table), storage_options=storage_options()).version()
-    except TableNotFoundError:
-        return None
+    current = _table_or_none(table)
+    return None if current is None else current.version()
 
 
 def _with_month(df: pl.DataFrame) -> pl.DataFrame:

@@ -44,19 +44,6 @@ class Progress:
         )
 
 
-def frame_metadata(df: pl.DataFrame | None, rows: int | None = None) -> dict:
-    """rows / time range / symbols of a frame, for MaterializeResult metadata."""
-    md: dict = {
-        "rows": dg.MetadataValue.int(int(rows if rows is not None else (df.height if df is not None else 0)))
-    }
-    if df is not None and df.height and "ts" in df.columns:
-        md["first_ts"] = dg.MetadataValue.text(str(df.get_column("ts").min()))
-        md["last_ts"] = dg.MetadataValue.text(str(df.get_column("ts").max()))
-    if df is not None and df.height and "symbol" in df.columns:
-        md["symbols"] = dg.MetadataValue.int(df.get_column("symbol").n_unique())
-    return md
-
-
 def markdown_table(df: pl.DataFrame, max_rows: int = 40) -> dg.MetadataValue:
     with pl.Config(
         tbl_formatting="MARKDOWN",

@@ -66,6 +66,19 @@ BARS_WITH_LOOK_BACK = [
 ]
 
 
+def _from_bars(fn) -> Callable[[dt.date, dt.date], pl.LazyFrame]:
+    """A month's build for a bar-clock feature function `fn(bars, prices, end=...)`."""
+    now = utc_now()
+
+    def build(m0: dt.date, m1: dt.date) -> pl.LazyFrame:
+        lo = m0 - LOOKBACK
+        return _within(
+            fn(_scan("market_bars", lo, m1), _scan("prices", lo, m1), end=_clock_end(m1, now)), m0, m1
+        )
+
+    return build
+
+
 def _write(
     context: dg.AssetExecutionContext, table: str, build: Callable[[dt.date, dt.date], pl.LazyFrame]
 ) -> dict:
@@ -95,16 +108,9 @@ def _write(
     "family on 1h bars as of the last closed hour; closes fall back to `prices` where a bar is missing.",
 )
 def feature_snapshots_main(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    now = utc_now()
-
-    def build(m0: dt.date, m1: dt.date) -> pl.LazyFrame:
-        lo = m0 - LOOKBACK
-        out = feature_snapshots(
-            _scan("market_bars", lo, m1), _scan("prices", lo, m1), end=_clock_end(m1, now)
-        )
-        return _within(out, m0, m1)
-
-    return dg.MaterializeResult(metadata=_write(context, "feature_snapshots_main", build))
+    return dg.MaterializeResult(
+        metadata=_write(context, "feature_snapshots_main", _from_bars(feature_snapshots))
+    )
 
 
 @feature_asset(
@@ -130,14 +136,7 @@ def social_text_latent(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     "normalised returns and volumes.",
 )
 def market_latent(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    now = utc_now()
-
-    def build(m0: dt.date, m1: dt.date) -> pl.LazyFrame:
-        lo = m0 - LOOKBACK
-        out = market_latent_fn(_scan("market_bars", lo, m1), _scan("prices", lo, m1), end=_clock_end(m1, now))
-        return _within(out, m0, m1)
-
-    return dg.MaterializeResult(metadata=_write(context, "market_latent", build))
+    return dg.MaterializeResult(metadata=_write(context, "market_latent", _from_bars(market_latent_fn)))
 
 
 EXOGENOUS = (
