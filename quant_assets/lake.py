@@ -28,6 +28,9 @@ import polars.selectors as cs
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from quant_assets.periods import month_keys as _months
+from quant_assets.periods import next_month
+
 PARTITION_COLUMN = "month"
 
 
@@ -133,14 +136,6 @@ class WindowWriter:
         return self.rows
 
 
-def _months(start: dt.date, end: dt.date) -> list[str]:
-    out, m = [], start.replace(day=1)
-    while m < end:
-        out.append(m.strftime("%Y-%m"))
-        m = (m + dt.timedelta(days=32)).replace(day=1)
-    return out
-
-
 def _table_or_none(table: str) -> DeltaTable | None:
     try:
         return DeltaTable(uri(table), storage_options=storage_options())
@@ -150,7 +145,7 @@ def _table_or_none(table: str) -> DeltaTable | None:
 
 def _rows_outside_window(table: str, month: str, start: dt.date, end: dt.date) -> pl.DataFrame | None:
     first = dt.date.fromisoformat(month + "-01")
-    nxt = (first + dt.timedelta(days=32)).replace(day=1)
+    nxt = next_month(first)
     if first >= start and nxt <= end:
         return None  # the month lies wholly inside the window
     return (

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
+
+from quant_assets.periods import months  # noqa: F401 (re-exported: layers slice windows by it)
 
 
 def utc_now() -> dt.datetime:
@@ -18,15 +19,6 @@ def day_window(context) -> tuple[dt.date, dt.date]:
     """[start, end) in whole UTC days of the run's partition window (one partition or a range)."""
     tw = context.partition_time_window
     return tw.start.date(), tw.end.date()
-
-
-def months(start: dt.date, end: dt.date) -> Iterator[tuple[dt.date, dt.date]]:
-    """Consecutive calendar-month slices [m0, m1) covering [start, end)."""
-    m0 = start
-    while m0 < end:
-        nxt = (m0.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-        yield m0, min(nxt, end)
-        m0 = nxt
 
 
 class Progress:
