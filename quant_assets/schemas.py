@@ -176,10 +176,13 @@ RAW_TABLES: dict[str, TableSchema] = {
                 "source_tier": pl.Int8,
                 "event_type": pl.String,
                 "confidence_score": pl.Float64,
+                "sentiment_score": pl.Float64,
                 "payload": PAYLOAD,
             },
             key=("event_id",),
-            description="News and social items. source_tier 1 (most reliable) .. 5; available_at >= ts.",
+            nullable=frozenset({"sentiment_score"}),
+            description="News and social items. source_tier 1 (most reliable) .. 5; available_at >= ts; "
+            "sentiment_score -1 .. 1 as the feed scores the text (null: unscored, features read the text).",
         ),
         TableSchema(
             "event_links",

@@ -9,6 +9,7 @@ One JSON object per line (blank lines are skipped):
      "source_tier": 1,                         # 1 (most reliable) .. 5
      "event_type": "regulatory",               # one of schemas.EVENT_TYPES
      "confidence_score": 0.8,                  # 0 .. 1
+     "sentiment_score": -0.6,                  # optional, -1 .. 1; absent or null: features read the text
      "entities": [                             # what it is about; may be empty
         {"entity_id": "coin:BTC", "entity_type": "coin", "name": "Bitcoin",
          "symbol": "BTCUSDT",                  # optional (null for a regulator, an exchange...)
@@ -145,6 +146,13 @@ def _event(obj: dict, where: str) -> dict:
     if etype not in EVENT_TYPES:
         raise EventFeedError(f"{where} field 'event_type': {etype!r} is not one of {list(EVENT_TYPES)}")
     conf = _unit(obj.get("confidence_score"), f"{where} field 'confidence_score'")
+    sentiment = obj.get("sentiment_score")
+    if sentiment is not None and (
+        isinstance(sentiment, bool) or not isinstance(sentiment, int | float) or not -1.0 <= sentiment <= 1.0
+    ):
+        raise EventFeedError(
+            f"{where} field 'sentiment_score': {sentiment!r} is not a number in [-1, 1] or null"
+        )
     payload = obj.get("payload")
     if not isinstance(payload, dict):
         raise EventFeedError(f"{where} field 'payload': expected an object, got {payload!r:.80}")
@@ -179,6 +187,7 @@ def _event(obj: dict, where: str) -> dict:
         "source_tier": tier,
         "event_type": etype,
         "confidence_score": float(conf),
+        "sentiment_score": None if sentiment is None else float(sentiment),
         "payload": {
             "text": text,
             "engagement": None if engagement is None else float(engagement),

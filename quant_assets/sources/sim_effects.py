@@ -51,6 +51,7 @@ EFFECTS = (
     Effect("news_sentiment", 48, 0.2000),
     Effect("social_sentiment", 12, 0.0350),
 )
+EFFECT_NAMES = frozenset(e.name for e in EFFECTS)
 REVERT_BARS = BARS_PER_DAY
 SLOTS = BARS_PER_DAY + 12  # a day's signals start at most 1h after its end (delays + one bar)
 SUPPORT = SLOTS + max(e.horizon_bars for e in EFFECTS) + REVERT_BARS
@@ -71,8 +72,12 @@ def amplitudes(
     spot: np.ndarray,
     perp: np.ndarray,
     strength: float,
+    planted: frozenset[str] = EFFECT_NAMES,
 ) -> np.ndarray:
-    """Per-bar drift of each effect by start slot, (E, C, nD, SLOTS), in log-price units."""
+    """Per-bar drift of each effect by start slot, (E, C, nD, SLOTS), in log-price units.
+
+    Effects not in `planted` get zero drift (their signals are still published, and predict nothing).
+    """
     n_days = len(cal_days)
     amp = np.zeros((len(EFFECTS), p.N_COINS, n_days, SLOTS))
     amp[0, :, :, 1 : BARS_PER_DAY + 1] = sig.book_z * spot[:, :, None]
@@ -86,7 +91,7 @@ def amplitudes(
         day_ms = day0_ms + int(cal_days[i]) * p.DAY_MS
         slot = start_slot(ev.avail_ms - day_ms)
         np.add.at(amp, (3 + ev.social.astype(np.int64), ev.coin, np.full(len(slot), i), slot), ev.z)
-    scale = np.array([e.scale for e in EFFECTS])[:, None, None, None]
+    scale = np.array([e.scale if e.name in planted else 0.0 for e in EFFECTS])[:, None, None, None]
     sigma_5m = (daily.vol[:, cal_days] / math.sqrt(BARS_PER_DAY))[None, :, :, None]
     return strength * scale * sigma_5m * amp
 
@@ -123,13 +128,15 @@ def day_impacts(src: np.ndarray) -> np.ndarray:
     return (src[:, :-2, 2 * b :] + src[:, 1:-1, b : 2 * b + 1]) + src[:, 2:, : b + 1]
 
 
-def oracle_forecast(amp: np.ndarray, horizon_bars: int) -> np.ndarray:
+def oracle_forecast(amp: np.ndarray, horizon_bars: int, lag_bars: int = 0) -> np.ndarray:
     """The best forecast from published signals of the forward log return, (C, n_bars).
 
     At a decision time T (the boundary opening bar j) it is the drift over bars
-    [j, j + horizon) of every signal visible by T (start slot <= j + 1), including the
-    decay of older ones: exactly the part of the return the tables can predict. `amp`
-    spans the target days plus the two source days before them; bars are the target days'.
+    [j, j + horizon) of every signal visible by T - lag_bars * 5m (start slot <= j + 1 -
+    lag_bars), including the decay of older ones: exactly the part of the return the tables
+    can predict. lag_bars = 1 is the feature matrix's view: its row t decides at T = t + 5m
+    but reads rows published by t. `amp` spans the target days plus the two source days
+    before them; bars are the target days'.
     """
     n_coins, n_src, _ = amp.shape[1:]
     n_bars = (n_src - SOURCE_DAYS_BEFORE) * BARS_PER_DAY
@@ -147,6 +154,7 @@ def oracle_forecast(amp: np.ndarray, horizon_bars: int) -> np.ndarray:
         csum = np.concatenate([[0.0], np.cumsum(drift)])
         m = np.arange(-1, h + REVERT_BARS)
         kern = csum[np.clip(m + horizon_bars, 0, len(drift))] - csum[np.maximum(m, 0)]
+        kern[:lag_bars] = 0.0  # signals published in the last lag_bars bars before T are not seen
         for c in range(n_coins):
             forecast[c] += np.convolve(glob[c], kern)[offset + 1 : offset + 1 + n_bars]
     return forecast
@@ -179,7 +187,8 @@ def expected_ic(
         axis=1,
     )
     noise = cs[:, horizon_bars:] - cs[:, :-horizon_bars]
-    live = np.repeat(listed, BARS_PER_DAY, axis=1)[:, :n]
+    # rows without a forecast (NaN) are left out, as a model that abstains would be
+    live = np.repeat(listed, BARS_PER_DAY, axis=1)[:, :n] & np.isfinite(forecast[:, :n])
     f, dr, v = forecast[:, :n][live], drift[:, :n][live], noise[:, :n][live]
     if not np.any(f):
         return 0.0

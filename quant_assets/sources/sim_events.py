@@ -2,9 +2,11 @@
 
 Events of a day come from one stream keyed by (seed, NEWS, day), so a day's events and
 their ids (`sim-YYYY-MM-DD-NNNN`, numbered by time) never depend on the fetched window.
-Each event has a latent sentiment (-1, 0, +1) and an intensity; its text is drawn from
-small templates whose words are in `POSITIVE_WORDS` / `NEGATIVE_WORDS` (neutral texts
-use neither), so a lexicon reads the sentiment back. Besides the Poisson arrivals, a
+Each event has a latent sentiment (-1, 0, +1) and an intensity; `sentiment_score` publishes
+their product (as a news vendor's scored feed would), and its text is drawn from small
+templates whose words are in `POSITIVE_WORDS` / `NEGATIVE_WORDS` (neutral texts use
+neither), so a lexicon reads the sign back. An event's effect size (`DayEvents.z`, see
+`sim_effects`) is computed from the published, rounded columns only. Besides the Poisson arrivals, a
 `market` story follows any day whose move exceeded 2.2 daily standard deviations; it
 is published the next morning, so it only ever reports the past.
 """
@@ -127,6 +129,7 @@ class _Event(NamedTuple):
     source: str
     tier: int
     confidence: float
+    sentiment_score: float  # latent sentiment (-1, 0, +1) * intensity, as published
     text: str
     engagement: float
     author: str
@@ -185,11 +188,14 @@ def day_events(seed: int, daily: DailyState, cal_day: int) -> DayEvents:
         np.where(social, 0.15 + 0.35 * u[6], TIER_CONFIDENCE[tier] + 0.16 * (u[6] - 0.5)), 3
     )
     delay = np.where(social, np.floor(u[7] * 90_000), 30_000 + np.floor(u[7] * 1_170_000)).astype(np.int64)
-    relevance = 0.7 + 0.3 * u[11]
+    # What the tables publish, rounded as stored; the effect is computed from these very numbers so
+    # that the published columns carry it exactly (see sim_effects).
+    relevance = np.round(0.7 + 0.3 * u[11], 3)
+    score = np.round(sentiment * intensity, 3)
     weight = np.where(
         social, np.minimum(np.log1p(engagement) / 5.0, 2.0), confidence * TIER_WEIGHT[tier] * relevance
     )
-    z = sentiment * intensity * weight
+    z = score * weight
     pct, amt = (3 + 12 * u[11]).round(1).tolist(), (5 + 195 * u[11]).astype(int).tolist()
     cands = {
         t: [e for e in ENTITIES if e.entity_type == t and e.first_seen <= day]
@@ -214,8 +220,9 @@ def day_events(seed: int, daily: DailyState, cal_day: int) -> DayEvents:
             base=base, name=COIN_NAMES[base], ent=ent.name if ent else "Binance", pct=pct[j], amt=amt[j]
         )
         rows.append(
-            _Event(int(ts[j]), kind, source, int(tier[j]), float(confidence[j]), text, float(engagement[j]), author,
-                   platform, domain, int(delay[j]), c, float(relevance[j]), ent, soc, float(z[j]))
+            _Event(int(ts[j]), kind, source, int(tier[j]), float(confidence[j]), float(score[j]), text,
+                   float(engagement[j]), author, platform, domain, int(delay[j]), c, float(relevance[j]), ent, soc,
+                   float(z[j]))
         )  # fmt: skip
     rows += _move_events(daily, cal_day, day, listed, move_u)
     return _assemble(day, day_ms, rows)
@@ -238,13 +245,13 @@ def _move_events(
         text = MOVE_TEMPLATE[s].format(name=COIN_NAMES[base], base=base, pct=f"{abs(np.expm1(move)) * 100:.1f}",
                                        day=yday.isoformat())  # fmt: skip
         ts = int(300_000 + u[0, c] * 5_100_000)
-        intensity = min(1.0, abs(move) / (4 * sd))
+        score = round(s * min(1.0, abs(move) / (4 * sd)), 3)
         engagement = float(np.round(np.exp(6 + u[2, c])))
         delay = int(30_000 + u[1, c] * 270_000)
-        z = s * intensity * 0.95 * TIER_WEIGHT[2]
+        z = score * 0.95 * TIER_WEIGHT[2]
         rows.append(
-            _Event(ts, "market", "coindesk", 2, 0.95, text, engagement, "markets-bot", "web", "coindesk.com", delay,
-                   c, 1.0, None, False, z)
+            _Event(ts, "market", "coindesk", 2, 0.95, score, text, engagement, "markets-bot", "web", "coindesk.com",
+                   delay, c, 1.0, None, False, z)
         )  # fmt: skip
     return rows
 
@@ -252,14 +259,15 @@ def _move_events(
 def _assemble(day: dt.date, day_ms: int, rows: list[_Event]) -> DayEvents:
     rows.sort(key=lambda r: r.ts)  # stable: ties keep their draw order
     ev = {k: [] for k in ("event_id", "ts", "available_at", "source", "source_tier", "event_type",
-                          "confidence_score", "text", "engagement", "author", "platform", "url")}  # fmt: skip
+                          "confidence_score", "sentiment_score", "text", "engagement", "author", "platform",
+                          "url")}  # fmt: skip
     links = {k: [] for k in ("event_id", "entity_id", "symbol", "relevance")}
     drift = {k: [] for k in ("coin", "avail", "social", "z")}
     for k, r in enumerate(rows):
         eid = f"sim-{day.isoformat()}-{k:04d}"
         path = f"{r.author.lstrip('@')}/status/{eid}" if r.social else f"markets/{eid}"
-        values = (eid, day_ms + r.ts, day_ms + r.ts + r.delay, r.source, r.tier, r.kind, r.confidence, r.text,
-                  r.engagement, r.author, r.platform, f"https://{r.domain}/{path}")  # fmt: skip
+        values = (eid, day_ms + r.ts, day_ms + r.ts + r.delay, r.source, r.tier, r.kind, r.confidence,
+                  r.sentiment_score, r.text, r.engagement, r.author, r.platform, f"https://{r.domain}/{path}")  # fmt: skip
         for key, val in zip(ev, values, strict=True):
             ev[key].append(val)
         targets = [(f"coin:{COINS[r.coin].base}", COINS[r.coin].symbol, r.relevance)]

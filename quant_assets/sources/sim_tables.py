@@ -207,6 +207,7 @@ def events(sim: Sim) -> tuple[pl.DataFrame, pl.DataFrame]:
             "source_tier": pl.Series(cols["source_tier"], dtype=pl.Int8),
             "event_type": cols["event_type"],
             "confidence_score": cols["confidence_score"],
+            "sentiment_score": pl.Series(cols["sentiment_score"], dtype=pl.Float64),
             "payload": pl.DataFrame(
                 {k: cols[k] for k in ("text", "engagement", "author", "platform", "url")}
             ).to_struct(),
