@@ -11,6 +11,14 @@ Rules (all per symbol, on its own bar sequence):
 - a weight is USD notional `weight * capital` fixed in coin units at entry
   (`units="notional"`), or a number of coin units (`units="coin"`).
 
+What the run charges besides fees is named here, never guessed from column names:
+- `depth_column`: the frame's column of USD depth the impact term trades against
+  (`cost_depth_notional` in `feature_matrix_main`); `None` = no book, every trade's impact
+  uses `costs.fallback_depth_notional`.
+- `instrument`: `"perp"` positions pay or receive funding at each settlement in the
+  `funding` events given to `run_backtest`; `"spot"` positions pay none (and the model
+  charges shorts no borrow fee).
+
 `for_horizon` reads the holding period from `quant_assets.universe.HORIZON_BARS`, so
 a 1h model holds for 12 bars and a 4h model for 48.
 """
@@ -37,6 +45,8 @@ class BacktestConfig:
     capital: float = 10_000.0  # USD per symbol: the base of returns and the size impact is measured on
     horizon: str | None = None
     costs: CostModel = field(default=DEFAULT_COSTS)
+    depth_column: str | None = "cost_depth_notional"
+    instrument: Literal["perp", "spot"] = "perp"
 
     def __post_init__(self):
         if self.holding_bars is not None and (
@@ -55,6 +65,16 @@ class BacktestConfig:
             raise ValueError(f"BacktestConfig.sizing must be 'sign' or 'score', got {self.sizing!r}")
         if self.units not in ("notional", "coin"):
             raise ValueError(f"BacktestConfig.units must be 'notional' or 'coin', got {self.units!r}")
+        if self.instrument not in ("perp", "spot"):
+            raise ValueError(f"BacktestConfig.instrument must be 'perp' or 'spot', got {self.instrument!r}")
+        if self.depth_column is not None and (
+            not isinstance(self.depth_column, str)
+            or not self.depth_column
+            or self.depth_column in ("ts", "symbol", "close", "score", "confidence")
+        ):
+            raise ValueError(
+                f"BacktestConfig.depth_column must name the frame's depth column or be None, got {self.depth_column!r}"
+            )
 
     @classmethod
     def for_horizon(cls, horizon: str, **kwargs) -> BacktestConfig:

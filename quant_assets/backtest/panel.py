@@ -1,9 +1,11 @@
 """The backtest's input: a long frame of bars and predictions, checked and laid out as numpy arrays.
 
 Columns: `ts` (Datetime ms UTC, the bar's open time, as `quant_assets.schemas.TS`),
-`symbol`, `close`, `score`; optional `confidence`, `depth_notional` (USD resting
-within the cost model's band, for the impact term) and `funding_rate` (non-null
-only on the bar that opens at a funding time).
+`symbol`, `close`, `score`; optional `confidence`, and the depth column the config
+names (`BacktestConfig.depth_column`: USD resting within the cost model's band, for
+the impact term). Nothing else is read: in particular a `funding_rate` column is a
+feature (the last settled rate carried forward onto every bar), not a settlement;
+funding events reach the engine separately (`quant_assets.backtest.funding`).
 
 A row's score is known when its bar closes (ts + 5m) and is traded at that close,
 so it earns the returns of the following bars only: no look-ahead.
@@ -21,7 +23,6 @@ import polars as pl
 from quant_assets.schemas import TS
 
 REQUIRED = ("ts", "symbol", "close", "score")
-OPTIONAL = ("confidence", "depth_notional", "funding_rate")
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class Panel:
     close: np.ndarray
     score: np.ndarray  # NaN where missing
     confidence: np.ndarray | None
-    depth: np.ndarray | None
-    funding: np.ndarray | None  # NaN where no funding event
+    depth: np.ndarray | None  # the configured depth column; None when the frame has none
+    depth_column: str | None  # its name, for messages
     starts: np.ndarray  # first row of each symbol block
     symbols: tuple[str, ...]
 
@@ -75,8 +76,11 @@ def _ts_increasing(ts: np.ndarray, starts: np.ndarray) -> np.ndarray:
     return bad
 
 
-def load_panel(frame: pl.DataFrame | pl.LazyFrame) -> Panel:
-    """Check the frame and lay it out by (symbol, ts); errors name the column and the first bad row."""
+def load_panel(frame: pl.DataFrame | pl.LazyFrame, depth_column: str | None = None) -> Panel:
+    """Check the frame and lay it out by (symbol, ts); errors name the column and the first bad row.
+
+    `depth_column` is read when the frame has it (the engine reports when it does not).
+    """
     if isinstance(frame, pl.LazyFrame):
         frame = frame.collect()
     missing = [c for c in REQUIRED if c not in frame.columns]
@@ -87,8 +91,8 @@ def load_panel(frame: pl.DataFrame | pl.LazyFrame) -> Panel:
     ts_dtype = frame.schema["ts"]
     if not isinstance(ts_dtype, pl.Datetime) or ts_dtype.time_zone is None:
         raise ValueError(f"backtest input: ts must be a UTC Datetime ({TS}), got {ts_dtype}")
-    cols = [c for c in (*REQUIRED, *OPTIONAL) if c in frame.columns]
-    frame = frame.select(cols)
+    optional = ("confidence", depth_column) if depth_column else ("confidence",)
+    frame = frame.select([c for c in (*REQUIRED, *optional) if c in frame.columns])
     if ts_dtype != TS:
         frame = frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC").cast(TS))
     for col in ("ts", "symbol", "close"):
@@ -118,15 +122,15 @@ def load_panel(frame: pl.DataFrame | pl.LazyFrame) -> Panel:
             f"backtest input: close must be finite and > 0; symbol {frame['symbol'][i]!r} ts {frame['ts'][i]} "
             f"has {close[i]}"
         )
-    opt = {c: (_float(frame, c) if c in frame.columns else None) for c in OPTIONAL}
+    opt = {c: (_float(frame, c) if c in frame.columns else None) for c in optional}
     return Panel(
         frame=frame,
         ts=ts,
         close=close,
         score=_float(frame, "score"),
         confidence=opt["confidence"],
-        depth=opt["depth_notional"],
-        funding=opt["funding_rate"],
+        depth=opt.get(depth_column),
+        depth_column=depth_column,
         starts=starts,
         symbols=tuple(names),
     )

@@ -20,11 +20,11 @@ T0 = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 BAR = dt.timedelta(minutes=5)
 
 
-def bars(symbol, close, score, start=T0, **extra):
+def bars(symbol, close, score, start=T0, step=BAR, **extra):
     n = len(close)
     return pl.DataFrame(
         {
-            "ts": pl.Series([start + i * BAR for i in range(n)], dtype=TS),
+            "ts": pl.Series([start + i * step for i in range(n)], dtype=TS),
             "symbol": symbol,
             "close": np.asarray(close, dtype=float),
             "score": np.asarray(score, dtype=float),
@@ -36,16 +36,22 @@ def bars(symbol, close, score, start=T0, **extra):
 FLAT_COSTS = CostModel(taker_fee=0.001, slippage=0.0005, impact_coef=0.0)
 
 
+def settlements(symbol, times, rates):
+    return pl.DataFrame({"symbol": symbol, "ts": pl.Series(times, dtype=TS), "funding_rate": rates})
+
+
 def test_known_positions_prices_fees_and_funding_give_the_hand_worked_pnl():
     nan = np.nan
+    hour = dt.timedelta(hours=1)  # hourly bars, so that two settlements (>= 1h apart) fit in six bars
     df = bars(
         "BTCUSDT",
         close=[100, 102, 101, 104, 103, 105],
         score=[1.0, nan, nan, -1.0, nan, 0.1],  # the last score is below the threshold
-        funding_rate=[nan, nan, 0.0001, nan, nan, -0.0002],
+        step=hour,
     )
+    funding = settlements("BTCUSDT", [T0 + 2 * hour, T0 + 5 * hour], [0.0001, -0.0002])
     cfg = BacktestConfig(threshold=0.5, holding_bars=2, capital=1000.0, costs=FLAT_COSTS)
-    r = run_backtest(df, cfg)
+    r = run_backtest(df, cfg, funding=funding)
     short = -1000 / 104
     expected = [
         -1000 * 0.0015,  # bar 0: buy 10 at 100
@@ -63,21 +69,30 @@ def test_known_positions_prices_fees_and_funding_give_the_hand_worked_pnl():
     assert r.metrics["funding"] == pytest.approx(-0.102 - 0.0002 * 1000 / 104 * 103)
     assert r.metrics["cost"] == pytest.approx(0.0015 * (1000 + 1010 + 1000 + 1000 / 104 * 105))
     assert r.trades["qty"].to_list() == pytest.approx([10, -10, short, -short])
-    assert r.trades["ts"].to_list() == [T0, T0 + 2 * BAR, T0 + 3 * BAR, T0 + 5 * BAR]
+    assert r.trades["ts"].to_list() == [T0, T0 + 2 * hour, T0 + 3 * hour, T0 + 5 * hour]
     assert r.equity["equity"].to_list() == pytest.approx(1000 + np.cumsum(expected))
+    assert r.equity["funding"].to_list() == pytest.approx([0, 0, -0.102, 0, 0, 0.0002 * short * 103])
+    assert (r.metrics["n_settlements"], r.metrics["n_funding_payments"]) == (2, 2)
+    assert r.assumptions == ()  # impact_coef 0: depth changes nothing; funding given
 
 
 def test_impact_grows_with_trade_size_over_depth_and_falls_back_without_a_book():
     costs = CostModel(taker_fee=0.0004, slippage=0.0002, impact_coef=0.001, fallback_depth_notional=4e6)
     df = pl.concat(
         [
-            bars("A", [100, 100], [1, np.nan], depth_notional=[1e6, 1e6]),
-            bars("B", [100, 100], [1, np.nan], depth_notional=[np.nan, np.nan]),
+            bars("A", [100, 100], [1, np.nan], cost_depth_notional=[1e6, 1e6]),
+            bars("B", [100, 100], [1, np.nan], cost_depth_notional=[np.nan, np.nan]),
         ]
     )
-    r = run_backtest(df, BacktestConfig(holding_bars=None, capital=10_000, costs=costs))
+    r = run_backtest(df, BacktestConfig(holding_bars=None, capital=10_000, costs=costs, instrument="spot"))
     # 10,000 against 1,000,000 of depth: sqrt(0.01) * 0.001 = 1 bp of impact; missing depth uses 4,000,000
     assert r.trades["cost"].to_list() == pytest.approx([10_000 * 0.0007, 10_000 * 0.00065])
+    assert r.trades["depth"].to_list() == [1e6, 4e6]
+    assert r.metrics["n_trades_fallback_depth"] == 1
+    assert r.assumptions == (
+        "impact: 1 of 2 trades have no depth in 'cost_depth_notional' (no book at that bar) and use the "
+        "fallback depth of 4,000,000 USD (CostModel.fallback_depth_notional)",
+    )
 
 
 def test_each_entry_is_held_for_the_horizon_in_bars():
