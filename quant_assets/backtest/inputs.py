@@ -6,7 +6,10 @@ settlements from `funding_rates`, each passed to the engine by name.
     result = run_backtest(frame, BacktestConfig.for_horizon("1h"), funding=inputs.funding)
 
 - `frame`: ts, symbol, close, `cost_depth_notional` (the book depth of the row itself, the
-  column `BacktestConfig.depth_column` names by default) and the requested columns. The
+  column `BacktestConfig.depth_column` names by default) and the requested columns, for the
+  rows with a price: a row whose close is null (no bar and no fallback price) can be neither
+  traded nor marked, so it is dropped (counted in `dropped_no_price`, logged); a position
+  then carries over the gap, and a settlement inside it is charged on the next row. The
   matrix's `funding_rate` is a feature (the last settled rate carried forward onto every
   5m row); it is kept only if asked for, and the engine never reads it for funding.
 - `funding`: the `funding_rates` rows with ts in [start, end) as settlement events
@@ -21,6 +24,7 @@ at each row's close) and labels (`fwd_ret_*`, `label_*`) must never become score
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,11 +38,14 @@ FUNDING_TABLE = "funding_rates"
 DEPTH_COLUMN = "cost_depth_notional"  # feature_matrix_main's depth within the cost model's band
 BAR_COLUMNS = ("ts", "symbol", "close")
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class BacktestInputs:
     frame: pl.DataFrame  # ts, symbol, close, depth, requested columns; sorted by (symbol, ts)
     funding: pl.DataFrame  # settlement events (symbol, ts, funding_rate), sorted by (symbol, ts)
+    dropped_no_price: int = 0  # matrix rows in the window without a close
 
 
 def _bound(d: dt.date | dt.datetime | str | None) -> dt.datetime | None:
@@ -80,8 +87,16 @@ def backtest_inputs(
     frame = _in_window(matrix.select(wanted), lo, hi).sort("symbol", "ts").collect()
     if frame.height == 0:
         raise ValueError(f"backtest inputs: the feature matrix has no rows in [{lo}, {hi})")
+    priced = frame.filter(pl.col("close").is_not_null())
+    dropped = frame.height - priced.height
+    if dropped:
+        log.warning(
+            "backtest inputs: %d of %d feature-matrix rows have no close and are left out",
+            dropped,
+            frame.height,
+        )
     funding = settlement_events(_in_window(funding_rates.lazy(), lo, hi))
-    return BacktestInputs(frame, funding)
+    return BacktestInputs(priced, funding, dropped)
 
 
 def backtest_inputs_from_lake(
