@@ -17,7 +17,8 @@ actual trade, entry and exit, with `one_way_cost`.
 
 Funding on a USD-M perpetual is a cash flow at each funding time (every 8 h):
 `-position_notional * funding_rate`, so a long pays a positive rate and a short
-receives it (Binance's convention). The backtest charges it with `funding_payment`.
+receives it (Binance's convention). The backtest charges it with `funding_payment` at each
+settlement event it is given (`quant_assets.backtest.funding`), never per bar.
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ Accounting per symbol, in USD, on bar t (units q held after each bar, close p):
            - |q[t] - q[t-1]| * p[t] * one_way_cost(...)     trade at bar t's close (CostModel:
                                                              taker fee + slippage + sqrt impact
                                                              of the trade's notional over depth)
-           - q[t-1] * p[t-1] * funding_rate                  when bar t opens at a funding settlement
-                                                             (perp only): the position held then
-                                                             pays (long, positive rate) or receives
+           - q[t-1] * p[t-1] * funding_rate                  when a settlement falls at bar t's open
+                                                             (or in a gap just before it; perp only):
+                                                             the position held then pays (long,
+                                                             positive rate) or receives funding
 Each symbol starts with `capital` USD; the portfolio's equity is the sum. The last
 position is marked to market, not closed (as vectorbt's `total_return`). The cost
 model is `quant_assets.backtest.costs.CostModel`, the one labels' `est_cost` uses.
