@@ -1,4 +1,8 @@
-"""Audit layer: how complete is the raw data, recently (readiness) and over all history."""
+"""Audit layer: how complete is the raw data, recently (readiness) and over all history.
+
+Both audits read the raw tables at the versions their last materialisations committed
+(`defs/lineage.py`), so they describe one build, whatever was written to the lake since.
+"""
 
 import base64
 import datetime as dt
@@ -9,14 +13,17 @@ import polars as pl
 
 from quant_assets import coverage, lake
 from quant_assets.defs.common import markdown_table, utc_now
+from quant_assets.defs.lineage import snapshot_scans
 from quant_assets.defs.raw.assets import RAW_KEYS
 from quant_assets.universe import HISTORY_START
 
 AUDIT_GROUP = "audit"
 
 
-def _scans() -> dict[str, pl.LazyFrame | None]:
-    return {t: (lake.scan(t) if lake.exists(t) else None) for t in coverage.REQUIRED_TABLES}
+def _scans(context: dg.AssetExecutionContext) -> tuple[dict[str, pl.LazyFrame | None], dict[str, str]]:
+    """The required raw tables at the versions their last materialisations committed (one build),
+    not the lake's latest, which a killed run or a write outside Dagster may have moved on."""
+    return snapshot_scans(context.instance, coverage.REQUIRED_TABLES)
 
 
 class ReadinessConfig(dg.Config):
@@ -35,7 +42,8 @@ def required_data_readiness(
     context: dg.AssetExecutionContext, config: ReadinessConfig
 ) -> dg.MaterializeResult:
     as_of = dt.datetime.fromisoformat(config.as_of).astimezone(dt.UTC) if config.as_of else utc_now()
-    table = coverage.readiness(_scans(), as_of, config.window_days)
+    scans, read_at = _scans(context)
+    table = coverage.readiness(scans, as_of, config.window_days)
     lake.write_table("required_data_readiness", table)
     not_ready = table.filter(~pl.col("ready"))
     worst = table.group_by("table").agg(pl.col("coverage").min().alias("min_coverage")).sort("table")
@@ -45,6 +53,7 @@ def required_data_readiness(
             "ready": dg.MetadataValue.bool(not_ready.height == 0),
             "as_of": as_of.isoformat(),
             "window_days": config.window_days,
+            "lake_versions": dg.MetadataValue.json(read_at),
             "min_coverage_by_table": markdown_table(worst),
             "not_ready": markdown_table(
                 not_ready.select("table", "symbol", "expected", "present", "coverage")
@@ -64,7 +73,8 @@ def full_history_audit(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     as_of = utc_now()
     start = dt.datetime.combine(HISTORY_START, dt.time(), dt.UTC)
     parts = []
-    for name, scan in _scans().items():
+    scans, read_at = _scans(context)
+    for name, scan in scans.items():
         if scan is None:
             continue
         parts.append(coverage.monthly_coverage(name, scan, start, as_of))
@@ -84,6 +94,7 @@ def full_history_audit(context: dg.AssetExecutionContext) -> dg.MaterializeResul
     return dg.MaterializeResult(
         metadata={
             "as_of": as_of.isoformat(),
+            "lake_versions": dg.MetadataValue.json(read_at),
             "coverage": markdown_table(totals, max_rows=80),
             "heatmap": dg.MetadataValue.md(_heatmap_markdown(by_month)) if by_month.height else "no data",
         }

@@ -86,18 +86,20 @@ def _write(
     start, end = day_window(context)
     slices = list(months(start, end))
     progress = Progress(context.log, len(slices), f"{table} month")
-    writer = lake.WindowWriter(table, start, end)
+    writer = lake.WindowWriter(table, start, end, build_id=context.run.run_id)
     for m0, m1 in slices:
         df = build(m0, m1).collect()
         if "date" not in df.columns:
             df = df.with_columns(pl.col("ts").dt.date().alias("date"))
         writer.add(df)
         progress.step(f"{m0:%Y-%m}: {df.height:,} rows")
-    rows = writer.commit()
+    commit = writer.commit()
     return {
-        "rows": dg.MetadataValue.int(rows),
+        "rows": dg.MetadataValue.int(commit.rows),
         "window": f"[{start}, {end})",
-        "delta_version": dg.MetadataValue.int(lake.version(table)),
+        # The version this run committed (not the table's latest, which may already be another's).
+        "delta_version": dg.MetadataValue.int(commit.version),
+        "build_id": context.run.run_id,
         "lake_uri": lake.uri(table),
     }
 
@@ -180,7 +182,7 @@ def feature_matrix_main(context: dg.AssetExecutionContext) -> dg.MaterializeResu
     metadata = _write(context, "feature_matrix_main", build)
     start, end = day_window(context)
     cov = (
-        lake.scan("feature_matrix_main", start, end)
+        lake.scan("feature_matrix_main", start, end, version=metadata["delta_version"].value)
         .select(
             pl.len().alias("rows"),
             *(

@@ -52,7 +52,8 @@ def raw_tables(context: dg.AssetExecutionContext, source: MarketDataSource):
     src = source.build()
     context.log.info(f"source={src.name} tables={tables} window=[{start}, {end}) built_at={built_at}")
     slices = list(months(start, end))
-    writers = {t: lake.WindowWriter(t, start, end) for t in tables}
+    build_id = context.run.run_id  # shared by every table this run commits
+    writers = {t: lake.WindowWriter(t, start, end, build_id=build_id) for t in tables}
     progress = Progress(context.log, len(slices), "fetched month")
     for m0, m1 in slices:
         frames = src.fetch(tables, m0, m1, until=built_at)
@@ -61,28 +62,35 @@ def raw_tables(context: dg.AssetExecutionContext, source: MarketDataSource):
             # rows and creating the table on first use, so readers and checks always find it.
             writers[table].add(RAW_TABLES[table].conform(frames[table]))
         progress.step(f"{m0:%Y-%m}: " + ", ".join(f"{t}={frames[t].height:,}" for t in tables))
-    for table in tables:
-        rows = writers[table].commit()
-        context.log.info(f"{table}: wrote {rows:,} rows for [{start}, {end})")
+    # Commit every table before recording any: a run killed between two commits records none,
+    # so the versions Dagster holds (which audits and training read, see defs/lineage.py) stay
+    # one build's set; the lake's newer, unrecorded versions are then never read.
+    commits = {table: writers[table].commit() for table in tables}
+    for table, commit in commits.items():
+        context.log.info(f"{table}: wrote {commit.rows:,} rows for [{start}, {end}) as v{commit.version}")
         yield dg.MaterializeResult(
-            asset_key=table, metadata=_metadata(table, rows, start, end, src, built_at)
+            asset_key=table, metadata=_metadata(table, commit, start, end, src, built_at, build_id)
         )
 
 
-def _metadata(table: str, rows: int, start: dt.date, end: dt.date, src, built_at: dt.datetime) -> dict:
+def _metadata(
+    table: str, commit: lake.Commit, start: dt.date, end: dt.date, src, built_at: dt.datetime, build_id: str
+) -> dict:
     cols = RAW_TABLES[table].columns
     aggs = [pl.len().alias("rows")]
     if "ts" in cols:
         aggs += [pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts")]
     if "symbol" in cols:
         aggs.append(pl.col("symbol").n_unique().alias("symbols"))
-    summary = lake.scan(table, start, end).select(aggs).collect().row(0, named=True)
+    summary = lake.scan(table, start, end, version=commit.version).select(aggs).collect().row(0, named=True)
     metadata = {
-        "rows": dg.MetadataValue.int(rows),
+        "rows": dg.MetadataValue.int(commit.rows),
         "window": f"[{start}, {end})",
         "source": src.name,
         "built_at": built_at.isoformat(),
-        "delta_version": dg.MetadataValue.int(lake.version(table)),
+        # The version this run committed (not the table's latest, which may already be another's).
+        "delta_version": dg.MetadataValue.int(commit.version),
+        "build_id": build_id,
         "lake_uri": lake.uri(table),
         **{k: str(v) for k, v in summary.items() if k != "rows"},
     }
