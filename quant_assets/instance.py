@@ -5,17 +5,26 @@ so the repo keeps both files and this picks one. Unset Postgres settings get def
 (port 5432, user postgres, empty password, database postgres) so a trust-auth server works
 with only DAGSTER_PG_HOST set.
 
+Both files turn on run monitoring with `LocalRunLauncher`: Dagster's default launcher cannot
+tell whether a run's worker is alive, so a run killed with kill -9 stayed STARTED forever
+and held a slot of `max_concurrent_runs`.
+
     python -m quant_assets.instance      # prints which storage DAGSTER_HOME will use
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import sys
 from pathlib import Path
 
 import yaml
+from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.tags import GRPC_INFO_TAG
 
 REPO = Path(__file__).resolve().parent.parent
 PG_DEFAULTS = {
@@ -24,6 +33,81 @@ PG_DEFAULTS = {
     "DAGSTER_PG_PASSWORD": "",
     "DAGSTER_PG_DB": "postgres",
 }
+
+
+# Set by the CLI on its in-process runs: where the worker runs, so a daemon on another machine
+# sharing the Postgres instance leaves them alone.
+HOST_TAG = "quant_assets/host"
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# /proc/stat's boot time has whole seconds; a worker starts before its RUN_START event anyway.
+START_SLACK_SECONDS = 2.0
+
+
+def _boot_time() -> float:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise OSError("no btime in /proc/stat")
+
+
+def worker_alive(pid: int, run_started: float) -> bool:
+    """Whether process `pid` exists, is not a zombie, and started before `run_started` (epoch s).
+
+    The last condition rejects a recycled pid: a process started after the run began cannot
+    be its worker. Without /proc (macOS) only existence can be checked.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by another user
+    try:
+        # Fields after the parenthesised command: state is field 3, starttime field 22 (clock ticks).
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        started = _boot_time() + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return True
+    return fields[0] not in ("Z", "X") and started <= run_started + START_SLACK_SECONDS
+
+
+class LocalRunLauncher(DefaultRunLauncher):
+    """Dagster's default launcher (runs on the code server) plus a run worker health check.
+
+    The worker of a run is the process that logged its RUN_START event: the code server's child
+    for runs launched from the UI, schedules and sensors; the CLI process for `cli.run_layer` and
+    `dagster asset materialize`. Run monitoring (dagster.yaml) asks `check_run_worker_health` for
+    every STARTED run and marks the run FAILURE when that process is gone. A run whose worker is
+    known to be on another machine (host tag, or a code server reached over a non-local address)
+    is reported RUNNING: its pid means nothing here.
+    """
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        here = socket.gethostname()
+        host = run.tags.get(HOST_TAG)
+        if host is None and GRPC_INFO_TAG in run.tags:
+            grpc = json.loads(run.tags[GRPC_INFO_TAG])
+            host = None if "socket" in grpc else grpc.get("host")
+        if host is not None and host not in LOCAL_HOSTS | {here}:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker on {host}, not checkable from {here}")
+        records = self._instance.get_records_for_run(
+            run.run_id, of_type=DagsterEventType.RUN_START, limit=1
+        ).records
+        if not records:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "no RUN_START event yet")
+        entry = records[0].event_log_entry
+        pid = entry.dagster_event.pid if entry.dagster_event else None
+        if pid is None:
+            return CheckRunHealthResult(WorkerStatus.RUNNING, "RUN_START carries no pid")
+        if worker_alive(pid, entry.timestamp):
+            return CheckRunHealthResult(WorkerStatus.RUNNING, f"worker pid {pid} alive")
+        return CheckRunHealthResult(
+            WorkerStatus.FAILED, f"run worker (pid {pid} on {here}) is gone: killed or crashed"
+        )
 
 
 def uses_postgres(env=os.environ) -> bool:
