@@ -377,23 +377,34 @@ def write_table(table: str, df: pl.DataFrame) -> None:
     """
     from deltalake import write_deltalake
 
+    _retrying(
+        f"lake table {table!r}: replace",
+        lambda: write_deltalake(
+            uri(table),
+            df.to_arrow(),
+            mode="overwrite",
+            schema_mode="overwrite",
+            storage_options=storage_options(),
+            commit_properties=CommitProperties(max_commit_retries=0),
+            post_commithook_properties=_HOOKS,
+        ),
+    )
+
+
+def _retrying(what: str, attempt_commit) -> None:
+    """Run `attempt_commit` until a commit lands: each failed one left the table unchanged and is
+    redone against the table as it is now."""
     for attempt in range(COMMIT_ATTEMPTS):
         if attempt:
             time.sleep(random.uniform(0.05, 0.2) * attempt)
         try:
-            write_deltalake(
-                uri(table),
-                df.to_arrow(),
-                mode="overwrite",
-                schema_mode="overwrite",
-                storage_options=storage_options(),
-                commit_properties=CommitProperties(max_commit_retries=0),
-                post_commithook_properties=_HOOKS,
-            )
+            attempt_commit()
             return
         except CommitFailedError:
             continue
-    raise CommitFailedError(f"lake table {table!r}: not replaced after {COMMIT_ATTEMPTS} attempts")
+    raise CommitFailedError(
+        f"{what}: not committed after {COMMIT_ATTEMPTS} attempts, other writers kept winning"
+    )
 
 
 def read_table(table: str, version: int | None = None) -> pl.DataFrame:
@@ -447,25 +458,32 @@ def pin(table: str, version: int, owner: str) -> None:
         {"table_name": [table], "version": [int(version)], "owner": [owner], "pinned_at": [_now_us()]},
         schema={"table_name": pl.String, "version": pl.Int64, "owner": pl.String, "pinned_at": _US},
     )
-    # Blind appends never conflict, so pins from parallel runs all land.
-    write_deltalake(
-        uri(PINS_TABLE),
-        row.to_arrow(),
-        mode="append",
-        storage_options=storage_options(),
-        post_commithook_properties=_HOOKS,
+    # An append conflicts only while the pins table is being created by a parallel pin: redo it.
+    _retrying(
+        f"pin {table!r} v{version}",
+        lambda: write_deltalake(
+            uri(PINS_TABLE),
+            row.to_arrow(),
+            mode="append",
+            storage_options=storage_options(),
+            post_commithook_properties=_HOOKS,
+        ),
     )
 
 
 def unpin(owner: str, table: str | None = None) -> None:
     """Release every pin of `owner` (on `table` only, if given)."""
-    pins = _table_or_none(PINS_TABLE)
-    if pins is None:
+    if _table_or_none(PINS_TABLE) is None:
         return
     predicate = f"owner = {_sql_string(owner)}"
     if table is not None:
         predicate += f" AND table_name = {_sql_string(table)}"
-    pins.delete(predicate, post_commithook_properties=_HOOKS)
+    _retrying(
+        f"unpin {owner!r}",
+        lambda: DeltaTable(uri(PINS_TABLE), storage_options=storage_options()).delete(
+            predicate, post_commithook_properties=_HOOKS
+        ),
+    )
 
 
 def pinned_versions() -> dict[str, set[int]]:
