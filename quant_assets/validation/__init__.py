@@ -6,7 +6,12 @@ Names load lazily, so importing the metrics does not import scikit-learn.
 from importlib import import_module
 
 _MODULES = {
-    "quant_assets.validation.bootstrap": ("ICInterval", "block_bootstrap_ic", "ic_above_zero"),
+    "quant_assets.validation.bootstrap": (
+        "ICInterval",
+        "block_bootstrap_ic",
+        "day_bootstrap_ic",
+        "ic_above_zero",
+    ),
     "quant_assets.validation.intervals": ("LabelIntervals", "overlaps_any", "purged_train_indices"),
     "quant_assets.validation.metrics": (
         "PERIODS_PER_YEAR_5M",
