@@ -1,7 +1,9 @@
 """OHLCV of spot and USD-M perpetual bars from the simulated paths, 5m and their exact 1h aggregate.
 
-Prices sit on a tick grid (about 5 significant digits at the coin's low), so the
-close of a bar and the open of the next are the same number. Volumes are whole
+Prices sit on a tick grid: about 5 significant digits at the coin's real low, and 5
+significant digits of the price itself once it falls below that low (simulated prices
+are not held in the real range, see `sim_daily`). The tick is a function of the price
+alone, so the close of a bar and the open of the next are the same number. Volumes are whole
 lots of a power-of-two size (`sim_params.volume_quantum`) and quote volumes whole
 multiples of 2^-10 USD: sums of such numbers are exact in float64, so the 1h bar's
 volumes equal the sums of its twelve 5m bars bit for bit, in any summation order.
@@ -28,13 +30,24 @@ BAR_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "trades
                "taker_buy_quote_volume")  # fmt: skip
 
 
+def tick_decimals(x: np.ndarray) -> np.ndarray:
+    """(C, ...) decimals of the tick at prices `x`: the coin's own, more below its real low."""
+    d = DECIMALS.reshape((-1,) + (1,) * (x.ndim - 1))
+    with np.errstate(divide="ignore"):
+        own = 5 - np.floor(np.log10(x))
+    return np.maximum(d, np.where(np.isfinite(own), own, d)).astype(np.int64)
+
+
+def tick_size(x: np.ndarray) -> np.ndarray:
+    """(C, ...) tick at prices `x`."""
+    return 10.0 ** -tick_decimals(x).astype(float)
+
+
 def round_price(x: np.ndarray, *, how: str = "round") -> np.ndarray:
-    """Round (C, ...) prices to each coin's tick; `how` = round, floor or ceil."""
-    out = np.empty_like(x)
-    for c, d in enumerate(DECIMALS):
-        f = 10.0 ** int(d)
-        out[c] = np.round(x[c], int(d)) if how == "round" else getattr(np, how)(x[c] * f) / f
-    return out
+    """Round (C, ...) prices to each coin's tick at that price; `how` = round, floor or ceil."""
+    f = 10.0 ** tick_decimals(x).astype(float)
+    fn = {"round": np.rint, "floor": np.floor, "ceil": np.ceil}[how]
+    return fn(x * f) / f
 
 
 def _lots(x: np.ndarray, lot: np.ndarray | float) -> np.ndarray:
@@ -43,9 +56,10 @@ def _lots(x: np.ndarray, lot: np.ndarray | float) -> np.ndarray:
 
 def size_factor(daily: DailyState, cal_days: np.ndarray) -> np.ndarray:
     """(C, nD, 1) market-size multiplier (volumes, depth, flows, open interest): larger when the
-    coin trades high in its range. It reads yesterday's close, never the day's own, which would
-    tell the day's direction to anyone looking at volumes."""
-    return np.exp(1.5 * (daily.level[:, cal_days - 1] - 0.5))[:, :, None]
+    coin trades high in its real range, held at the range's ends beyond them. It reads yesterday's
+    close, never the day's own, which would tell the day's direction to anyone looking at volumes."""
+    level = np.clip(daily.level[:, cal_days - 1], 0.0, 1.0)
+    return np.exp(1.5 * (level - 0.5))[:, :, None]
 
 
 def dollar_volume(daily: DailyState, cal_days: np.ndarray) -> np.ndarray:
@@ -64,7 +78,6 @@ def spot_and_perp(daily: DailyState, cal_days: np.ndarray, dr: Draws, paths: Pat
     perp_pts = round_price(np.exp(paths.log_price) * (1.0 + paths.basis))
     ret = np.diff(paths.log_price, axis=-1)
     z = np.abs(ret) / paths.bar_sigma
-    lo, hi = np.exp(daily.log_lo)[:, None, None], np.exp(daily.log_hi)[:, None, None]
     usd = (
         dollar_volume(daily, cal_days)
         * p.BAR_VOLUME_SEASON
@@ -75,12 +88,11 @@ def spot_and_perp(daily: DailyState, cal_days: np.ndarray, dr: Draws, paths: Pat
     excursion_lo = np.exp(-0.5 * np.abs(n[:, :, p.N_LOW]) * paths.bar_sigma)
     drive = np.tanh(ret / paths.bar_sigma)
     out = {}
-    # Only spot is held inside the coin's real range; the perpetual sits a basis away from it.
-    for market, pts, cap, floor in (("spot", spot_pts, hi, lo), ("usdm", perp_pts, np.inf, 0.0)):
+    for market, pts in (("spot", spot_pts), ("usdm", perp_pts)):
         o, c = pts[..., :-1], pts[..., 1:]
         top, bottom = np.maximum(o, c), np.minimum(o, c)
-        high = np.maximum(round_price(np.minimum(top * excursion_hi, cap)), top)
-        low = np.minimum(round_price(np.maximum(bottom * excursion_lo, floor)), bottom)
+        high = np.maximum(round_price(top * excursion_hi), top)
+        low = np.minimum(round_price(bottom * excursion_lo), bottom)
         if market == "spot":
             bar_usd, taker_noise, trade_size = usd, n[:, :, p.N_TAKER_SPOT], TICKET
         else:

@@ -1,19 +1,29 @@
 """Daily processes of the simulator over its fixed calendar: price anchors and regimes.
 
-The anchor `A[c, d]` is coin c's log close at the end of day d. It is an AR(1)
-deviation around a log-linear trend through the coin's real price range, squashed
-smoothly so it never leaves [3%, 97%] of that range in log terms. The intraday
-path of day d is a bridge from `A[c, d-1]` to `A[c, d]` (see `sim_paths`), so prices
-are continuous across days and months and stay in each coin's real range.
+The anchor `A[c, d]` is coin c's log close at the end of day d. It is a random walk:
+    A[c, d] - A[c, d-1] = s_cd * (beta_c * M_d + sqrt(1 - beta_c^2) * E_cd) - s_cd^2 / 2
+with M_d (market, shared by the coins) and E_cd (coin) independent standard normals and
+s_cd the day's volatility (a regime AR(1) in log, partly shared across coins). Given
+s_cd the daily simple return has mean exactly zero, E[P_d / P_{d-1}] = 1: the simple
+price is a martingale. With no pull towards a trend, no clip and no squash, nothing
+published (price level, position in the coin's real range, long returns) says
+anything about the next return at signal_strength = 0. The intraday path of day d is
+a bridge from `A[c, d-1]` to `A[c, d]` that keeps the martingale bar by bar (see
+`sim_paths`), so prices are continuous across days and months.
+
+Plausible prices. Each coin's walk is pinned so that the close before its first spot
+day is `CoinParams.listing_price`, about its real price then. After that nothing holds
+prices in the coin's real range (`universe.Coin.price_range`): a driftless martingale
+with 3-6% daily volatility has a median that falls by vol^2 / 2 a day (by 16-43%
+a year) while its mean stays put, so over years most coins end far below their start and
+a few above it. Measured over 200 seeds, by 2026-06 a coin's median price is 4-24% of its
+listing price and the middle 90% spans about 1/2000x to 4x; only 7-44% of paths end
+inside the real range. Ticks get finer below the real low (`sim_bars.round_price`), and
+dollar volumes and book depth see the price only through `level` (yesterday's close's
+position in the real log range), clipped to [0, 1] (`sim_bars.size_factor`).
 
 Everything here is drawn once per seed over the whole calendar (about 8,800 days, a
 few milliseconds), never per fetched window, so no window can change a day's anchor.
-
-The pull back towards the trend is the one thing in prices that is predictable at
-signal_strength = 0. Its size is known: the drift it adds has a daily std of
-daily_vol * sqrt((1 - phi) / (1 + phi)), an information coefficient at 1h of
-`TREND_PULL_IC_1H` at most over the coins (below 0.012), against the bridge's
-otherwise martingale returns.
 """
 
 from __future__ import annotations
@@ -36,35 +46,17 @@ def ar1(eps: np.ndarray, phi: float) -> np.ndarray:
     return lfilter([1.0], [1.0, -phi], x, axis=-1)
 
 
-def _squash(u: np.ndarray) -> np.ndarray:
-    """Identity on [a, 1-a]; beyond, an exponential approach to [m, 1-m] with slope 1 at the joins."""
-    a, m = p.SQUASH_LINEAR, p.SQUASH_LIMIT
-    w = a - m
-    low = m + w * np.exp(np.minimum(u - a, 0.0) / w)
-    high = 1.0 - m - w * np.exp(np.minimum(1.0 - a - u, 0.0) / w)
-    return np.where(u < a, low, np.where(u > 1.0 - a, high, u))
-
-
-def _phi(c: int) -> float:
-    lo, hi = (math.log(v) for v in COINS[c].price_range)
-    sigma_x = p.DEVIATION_SHARE * (hi - lo)
-    return math.sqrt(1.0 - (p.COIN_PARAMS[c].daily_vol / sigma_x) ** 2)
-
-
-TREND_PULL_IC_1H = max(
-    math.sqrt((1 - _phi(c)) / (1 + _phi(c))) / math.sqrt(p.HOURS) for c in range(p.N_COINS)
-)
-
-
 @dataclass(frozen=True)
 class DailyState:
     anchor: np.ndarray  # (C, N_CAL) log close at the end of each day
     vol: np.ndarray  # (C, N_CAL) std of the day's log return
+    market_z: np.ndarray  # (N_CAL,) the day's standardised market shock M_d
+    idio_z: np.ndarray  # (C, N_CAL) the coin's own standardised daily shock E_cd
     activity: np.ndarray  # (C, N_CAL) volume multiplier of the day's volatility regime
-    level: np.ndarray  # (C, N_CAL) anchor's share of the coin's log range, 0..1
+    level: np.ndarray  # (C, N_CAL) anchor's position in the coin's real log range (may leave 0..1)
     basis: np.ndarray  # (C, N_CAL) perpetual basis at the end of each day
     oi: np.ndarray  # (C, N_CAL) log open-interest multiplier at the end of each day
-    log_lo: np.ndarray  # (C,)
+    log_lo: np.ndarray  # (C,) log of the coin's real low (reference only: prices may go below)
     log_hi: np.ndarray  # (C,)
 
 
@@ -77,31 +69,29 @@ def daily_state(seed: int) -> DailyState:
 
     dow = (np.arange(cal) + p.CAL_START.weekday()) % 7
     weekend = np.where(dow >= 5, p.WEEKEND_VOL, 1.0)
-    days = np.arange(cal, dtype=float)
-    trend_days = (p.TREND_TO_DATE - p.CAL_START).days
-    share = np.clip(p.TREND_FROM + (p.TREND_TO - p.TREND_FROM) * days / trend_days, p.TREND_FROM, p.TREND_TO)
 
-    out = {k: np.empty((n, cal)) for k in ("anchor", "vol", "activity", "level", "basis", "oi")}
+    out = {k: np.empty((n, cal)) for k in ("anchor", "vol", "idio_z", "activity", "level", "basis", "oi")}
     log_lo = np.log([c.price_range[0] for c in COINS])
     log_hi = np.log([c.price_range[1] for c in COINS])
     for c in range(n):
         g = p.day_rng(seed, c, 0, p.S_DAILY)
-        z = g.standard_normal((5, cal))
+        z = g.standard_normal((4, cal))
         regime = p.REGIME_STD * (0.7 * market_regime + math.sqrt(1 - 0.49) * ar1(z[0], p.REGIME_PHI))
         vol = p.COIN_PARAMS[c].daily_vol * np.exp(regime - p.REGIME_STD**2) * weekend
         beta = p.COIN_PARAMS[c].beta
-        innov = vol * (beta * market_shock + math.sqrt(1 - beta * beta) * z[1])
-        phi = _phi(c)
-        rng_ = log_hi[c] - log_lo[c]
-        innov[0] = p.DEVIATION_SHARE * rng_ * z[2, 0]  # start the deviation from its stationary law
-        deviation = lfilter([1.0], [1.0, -phi], innov)
-        level = _squash(share + deviation / rng_)
-        out["anchor"][c] = log_lo[c] + rng_ * level
-        out["level"][c] = level
+        # -vol^2 / 2 makes exp(step) average exactly 1 given the day's vol: no drift in simple price
+        step = vol * (beta * market_shock + math.sqrt(1 - beta * beta) * z[1]) - 0.5 * vol**2
+        walk = np.cumsum(step)
+        first = p.cal_index(COINS[c].spot_listed)
+        anchor = math.log(p.COIN_PARAMS[c].listing_price) + (walk - walk[first - 1])
+        out["anchor"][c] = anchor
         out["vol"][c] = vol
+        out["idio_z"][c] = z[1]
+        out["level"][c] = (anchor - log_lo[c]) / (log_hi[c] - log_lo[c])
         out["activity"][c] = np.exp(regime)
-        out["basis"][c] = p.BASIS_MEAN + p.BASIS_STD * ar1(z[3], p.BASIS_PHI)
-        out["oi"][c] = 0.3 * ar1(z[4], 0.97)
+        out["basis"][c] = p.BASIS_MEAN + p.BASIS_STD * ar1(z[2], p.BASIS_PHI)
+        out["oi"][c] = 0.3 * ar1(z[3], 0.97)
+    out["market_z"] = market_shock
     for v in out.values():
         v.setflags(write=False)
     return DailyState(**out, log_lo=log_lo, log_hi=log_hi)

@@ -44,20 +44,15 @@ N_UNIFORM = 2 * HOURS  # outage draw per hour, on-chain publication delay per ho
 SV_PHI = 0.98
 SV_STD_IDIO = 0.50
 SV_STD_MARKET = 0.45
-T_DF = 4.0  # Student-t degrees of freedom of 5m shocks (fat tails)
+T_DF = 4.0  # 5m shocks are Gaussian scale mixtures with Student-t(4) marginals (fat tails)
 # Daily volatility regime: AR(1) of log daily vol, a market part shared by all coins.
 REGIME_PHI = 0.93
 REGIME_STD = 0.35
 WEEKEND_VOL = 0.85
 WEEKEND_VOLUME = 0.70
-# The anchor's deviation from the coin's trend path has a stationary std of this share of
-# the coin's log price range; the pull that keeps it there is the only price-level effect
-# left at signal_strength = 0 (its 1h IC stays below 0.012 for every coin, see `sim_daily`).
-DEVIATION_SHARE = 0.13
-TREND_FROM, TREND_TO = 0.30, 0.70  # the trend path crosses these shares of the log range
-TREND_TO_DATE = dt.date(2026, 6, 1)
-SQUASH_LINEAR, SQUASH_LIMIT = 0.10, 0.03  # anchors never leave [3%, 97%] of the log range
-
+# Prices start at each coin's listing (the close before its first Binance spot day) and then
+# follow a random walk in log price with drift -vol^2 / 2 per day, so the simple price is a
+# martingale: no level, range or trend says anything about the next return (see `sim_daily`).
 OUTAGE_P = 0.001  # chance a coin's whole hour of bars is missing (exchange outage)
 FUNDING_HOURS = (0, 8, 16)
 FUNDING_MEAN, FUNDING_SD, FUNDING_CAP = 1.0e-4, 2.0e-4, 3.0e-3
@@ -75,26 +70,27 @@ class CoinParams:
     dollar_volume: float  # typical daily spot quote volume, USD
     half_spread_bps: float
     ticket_usd: float  # average trade size, for the trades count
+    listing_price: float  # about the coin's USDT price on its first Binance spot day, rounded
 
 
 PARAMS: dict[str, CoinParams] = {
-    "BTC": CoinParams(0.032, 0.85, 1.2e9, 0.5, 2_000.0),
-    "ETH": CoinParams(0.042, 0.85, 6.0e8, 0.6, 1_500.0),
-    "SOL": CoinParams(0.058, 0.72, 2.0e8, 1.0, 800.0),
-    "BNB": CoinParams(0.040, 0.75, 1.5e8, 1.0, 800.0),
-    "XRP": CoinParams(0.048, 0.68, 2.0e8, 1.0, 600.0),
-    "ADA": CoinParams(0.050, 0.75, 8.0e7, 1.5, 400.0),
-    "DOGE": CoinParams(0.055, 0.62, 1.5e8, 1.5, 400.0),
-    "TRX": CoinParams(0.045, 0.60, 5.0e7, 2.0, 300.0),
-    "AVAX": CoinParams(0.058, 0.72, 5.0e7, 2.0, 400.0),
-    "LINK": CoinParams(0.052, 0.72, 5.0e7, 2.0, 400.0),
+    "BTC": CoinParams(0.032, 0.85, 1.2e9, 0.5, 2_000.0, 4_300.0),
+    "ETH": CoinParams(0.042, 0.85, 6.0e8, 0.6, 1_500.0, 300.0),
+    "SOL": CoinParams(0.058, 0.72, 2.0e8, 1.0, 800.0, 3.0),
+    "BNB": CoinParams(0.040, 0.75, 1.5e8, 1.0, 800.0, 1.9),
+    "XRP": CoinParams(0.048, 0.68, 2.0e8, 1.0, 600.0, 0.90),
+    "ADA": CoinParams(0.050, 0.75, 8.0e7, 1.5, 400.0, 0.28),
+    "DOGE": CoinParams(0.055, 0.62, 1.5e8, 1.5, 400.0, 0.0040),
+    "TRX": CoinParams(0.045, 0.60, 5.0e7, 2.0, 300.0, 0.045),
+    "AVAX": CoinParams(0.058, 0.72, 5.0e7, 2.0, 400.0, 4.5),
+    "LINK": CoinParams(0.052, 0.72, 5.0e7, 2.0, 400.0, 0.50),
 }
 COIN_PARAMS: tuple[CoinParams, ...] = tuple(PARAMS[c.base] for c in COINS)
 N_COINS = len(COINS)
 
 
 def tick_decimals(low: float) -> int:
-    """Price decimals: about 5 significant digits at the coin's all-time low."""
+    """Price decimals: about 5 significant digits at the coin's real all-time low (more below it)."""
     return 5 - math.floor(math.log10(low))
 
 

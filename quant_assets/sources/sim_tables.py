@@ -16,7 +16,7 @@ import polars as pl
 
 from quant_assets.schemas import DEPTH_BANDS, TS
 from quant_assets.sources import sim_params as p
-from quant_assets.sources.sim_bars import DECIMALS, hourly, round_price, size_factor, typical_bar_sigma
+from quant_assets.sources.sim_bars import hourly, round_price, size_factor, tick_size, typical_bar_sigma
 from quant_assets.sources.sim_daily import DailyState, ar1
 from quant_assets.sources.sim_events import ENTITIES, DayEvents
 from quant_assets.sources.sim_paths import Draws, Paths
@@ -110,8 +110,7 @@ def orderbook(sim: Sim) -> pl.DataFrame:
         * noise
     )
     bid, ask = round_price(mid - half, how="floor"), round_price(mid + half, how="ceil")
-    tick = (10.0 ** -DECIMALS.astype(float))[:, None, None]
-    ask = np.maximum(ask, bid + tick)
+    ask = np.maximum(ask, bid + tick_size(bid))
     base = np.array([c.dollar_volume for c in p.COIN_PARAMS])[:, None, None] * 0.012
     level = size_factor(sim.daily, sim.cal_days)
     activity = np.sqrt(sim.daily.activity[:, sim.cal_days])[:, :, None]

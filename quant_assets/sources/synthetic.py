@@ -4,11 +4,12 @@
 raw table of `quant_assets.schemas.RAW_TABLES` for the 10 coins of the universe.
 
 Model, in layers (each module's docstring has the details):
-- `sim_daily`: per (seed, coin), a daily log-price anchor over a fixed calendar,
-  mean-reverting around a log-linear trend through the coin's real price range,
-  with a volatility regime shared in part across coins (fat daily moves cluster).
-- `sim_paths`: each day's 5m path is a bridge between two anchors: a common market
-  factor seeded by (seed, day), Student-t(4) shocks seeded by (seed, coin, day),
+- `sim_daily`: per (seed, coin), a daily log-price anchor over a fixed calendar: a
+  random walk from about the coin's real price at listing, with drift -vol^2 / 2 so
+  the simple price is a martingale, and a volatility regime shared in part across
+  coins (fat daily moves cluster). Prices are not held in the coin's real range.
+- `sim_paths`: each day's 5m path is a martingale bridge between two anchors: a common
+  market factor seeded by (seed, day), fat-tailed shocks seeded by (seed, coin, day),
   intraday stochastic volatility and an hour-of-day profile.
 - `sim_signals`, `sim_events`: book imbalance, funding, on-chain flows, outages and
   news/social events, each from its own independent random stream.
@@ -19,6 +20,14 @@ Model, in layers (each module's docstring has the details):
   matrix reads (rows published by its row time); `forecast_ic` scores any forecast
   against the same known drifts.
 - `sim_bars`, `sim_tables`: OHLCV (1h the exact aggregate of 5m), frames, `until`.
+
+The null: at signal_strength = 0 the spot price is a martingale with respect to
+everything the tables publish, E[P(t + h) / P(t) | published by t] = 1 up to the
+rounding to the tick (below 0.5 bp): no feature, price level or position in the
+coin's range predicts simple returns, and always-long earns zero in expectation. (Log
+returns drift down by half their variance; labels net a cost that the published order
+book states, and the perpetual's basis mean-reverts, so perpetual returns are not a
+martingale.)
 
 Guarantees: a day's rows depend only on (seed, signal_strength, effects, day) — a month built
 alone equals the same month inside any longer window; the open of each bar is the
@@ -150,9 +159,8 @@ class MarketSimulator:
         Measured by simulation on a fixed sample: `predictable_ic` over `IC_SAMPLE`
         (eight weeks of early 2024, all coins and perpetuals listed), cached per horizon.
         It is linear in signal_strength for small values (about 0.115 * strength at 1h with
-        every effect planted). It leaves out the slow pull of prices back towards each coin's
-        trend path, which keeps them in the coin's real range and is worth an IC below 0.012
-        at 1h at any strength (`sim_daily.TREND_PULL_IC_1H`).
+        every effect planted). Nothing else is predictable: without the effects the spot
+        price is a martingale (`sim_daily`, `sim_paths`).
         """
         return self._cached_ic(horizon, lag_bars=0)
 
