@@ -3,6 +3,8 @@
 Pure polars on lazy frames (the audit assets pass lake scans in). A bucket is expected
 from the later of the window start and the coin's listing (the perpetual's, for
 futures tables) up to the last bucket that could have been published by `as_of`.
+Each table's cadence, perp-only flag and publication lag are facts of its schema
+(`quant_assets.schemas.TableSchema`); this module only reads them.
 """
 
 from __future__ import annotations
@@ -11,29 +13,14 @@ import datetime as dt
 
 import polars as pl
 
+from quant_assets.periods import months
+from quant_assets.schemas import RAW_TABLES
 from quant_assets.universe import COINS
 
-# Native cadence of each table that is audited, and which listing date applies.
-CADENCE: dict[str, dt.timedelta] = {
-    "market_bars": dt.timedelta(minutes=5),  # spot 5m bars: the clock
-    "prices": dt.timedelta(minutes=5),
-    "orderbook_l2": dt.timedelta(minutes=5),
-    "derivatives_metrics": dt.timedelta(minutes=5),
-    "onchain_signals": dt.timedelta(hours=1),
-    "funding_rates": dt.timedelta(hours=8),
-}
-PERP_TABLES = frozenset({"derivatives_metrics", "funding_rates"})
-# Training needs all of these; events are sparse by nature and are not gated on.
-REQUIRED_TABLES: tuple[str, ...] = tuple(CADENCE)
+# Training needs every table with a cadence; events are sparse by nature and are not gated on.
+REQUIRED_TABLES: tuple[str, ...] = tuple(t for t, spec in RAW_TABLES.items() if spec.cadence is not None)
 MIN_REQUIRED_COVERAGE = 0.99
 READINESS_WINDOW_DAYS = 420
-# A row is counted only once it could have been published: 5m bars close 5 minutes after
-# ts, derivatives metrics appear 5 minutes after ts, on-chain flows up to an hour late.
-PUBLICATION_LAG: dict[str, dt.timedelta] = {
-    "market_bars": dt.timedelta(minutes=5),
-    "derivatives_metrics": dt.timedelta(minutes=5),
-    "onchain_signals": dt.timedelta(hours=1),
-}
 
 
 def _floor(ts: dt.datetime, step: dt.timedelta) -> dt.datetime:
@@ -41,11 +28,23 @@ def _floor(ts: dt.datetime, step: dt.timedelta) -> dt.datetime:
     return epoch + ((ts - epoch) // step) * step
 
 
+def _cadence(table: str) -> dt.timedelta:
+    step = RAW_TABLES[table].cadence
+    if step is None:
+        raise ValueError(f"{table}: has no cadence in its schema, so coverage does not apply to it")
+    return step
+
+
+def _listed(table: str, coin) -> dt.date:
+    return coin.perp_listed if RAW_TABLES[table].perp_only else coin.spot_listed
+
+
 def expected_buckets(table: str, symbol_listed: dt.date, start: dt.datetime, as_of: dt.datetime) -> int:
-    step = CADENCE[table]
+    """Buckets of `table` from max(start, listing) whose rows could be published by `as_of`."""
+    step = _cadence(table)
     first = max(start, dt.datetime.combine(symbol_listed, dt.time(), dt.UTC))
     first = _floor(first + step - dt.timedelta(microseconds=1), step)  # first bucket at or after `first`
-    last_published = as_of - PUBLICATION_LAG.get(table, dt.timedelta(0))
+    last_published = as_of - RAW_TABLES[table].publication_lag
     last = _floor(last_published, step)
     if last_published == last:  # a bucket starting exactly at as_of-lag is not published yet
         last -= step
@@ -54,7 +53,7 @@ def expected_buckets(table: str, symbol_listed: dt.date, start: dt.datetime, as_
 
 def table_coverage(table: str, rows: pl.LazyFrame, start: dt.datetime, as_of: dt.datetime) -> pl.DataFrame:
     """One row per coin: expected, present (distinct buckets with a row) and their ratio."""
-    step = CADENCE[table]
+    step = _cadence(table)
     lf = rows.filter((pl.col("ts") >= start) & (pl.col("ts") < as_of))
     if table == "market_bars":
         lf = lf.filter((pl.col("market") == "spot") & (pl.col("timeframe") == "5m"))
@@ -69,12 +68,7 @@ def table_coverage(table: str, rows: pl.LazyFrame, start: dt.datetime, as_of: dt
     expected = pl.DataFrame(
         {
             "symbol": [c.symbol for c in COINS],
-            "expected": [
-                expected_buckets(
-                    table, c.perp_listed if table in PERP_TABLES else c.spot_listed, start, as_of
-                )
-                for c in COINS
-            ],
+            "expected": [expected_buckets(table, _listed(table, c), start, as_of) for c in COINS],
         },
         schema={"symbol": pl.String, "expected": pl.Int64},
     )
@@ -124,10 +118,11 @@ def readiness(
 def monthly_coverage(table: str, rows: pl.LazyFrame, start: dt.datetime, as_of: dt.datetime) -> pl.DataFrame:
     """Per coin and calendar month: expected, present, coverage (for the history heatmap)."""
     parts = []
-    m0 = start
-    while m0 < as_of:
-        m1 = (m0.replace(day=1) + dt.timedelta(days=32)).replace(day=1)
-        cov = table_coverage(table, rows, m0, min(m1, as_of))
-        parts.append(cov.with_columns(pl.lit(m0.strftime("%Y-%m")).alias("month")))
-        m0 = m1
+    for d0, d1 in months(start.date(), as_of.date() + dt.timedelta(days=1)):
+        # month slices of [start, as_of): whole UTC days, clipped to the two ends
+        m0 = max(start, dt.datetime.combine(d0, dt.time(), dt.UTC))
+        m1 = min(as_of, dt.datetime.combine(d1, dt.time(), dt.UTC))
+        if m0 < m1:
+            cov = table_coverage(table, rows, m0, m1)
+            parts.append(cov.with_columns(pl.lit(d0.strftime("%Y-%m")).alias("month")))
     return pl.concat(parts)

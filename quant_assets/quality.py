@@ -16,11 +16,26 @@ from quant_assets.schemas import RAW_TABLES, TableSchema
 from quant_assets.universe import COINS, TIMEFRAMES
 
 SAMPLE_ROWS = 5
-# Tables whose rows sit on the 5m bar grid (ts a multiple of 5 minutes).
-GRID_5M_TABLES = ("market_bars", "prices", "orderbook_l2", "derivatives_metrics")
-GRID_1H_TABLES = ("onchain_signals",)
-# Tables that exist only for perpetual futures: no rows before the perpetual listed.
-PERP_TABLES = ("funding_rates", "derivatives_metrics")
+
+# Price continuity (`price_continuity_rule`): a bar carrying another coin's price, pasted into a
+# coin's file, passes every per-row rule; it shows only against the bars around it. The bounds
+# below sit orders of magnitude above what the real sample files do (adjacent gaps ~1e-5, 5m
+# bars exactly inside their hour) and below the distance between most pairs of coins.
+MAX_ADJACENT_LOG_GAP = 0.10
+"""Largest |log(open / close of the bar before)| between adjacent bars of one series. Binance
+trades around the clock, so a bar opens at the first trade after the previous bar's last one,
+milliseconds later and a few ticks away; a 10% jump between two consecutive trades of a top coin
+means one of the two bars is not this coin's (or not this time's). Bars with a gap in time
+between them (an outage) are not compared."""
+HOUR_RANGE_SLACK = 0.01
+"""How far (as a fraction) a 5m bar's open or close may sit outside the [low, high] of the 1h
+bar containing it. The 1h bar is the exact aggregate of its twelve 5m bars, so any excess is
+a bar from elsewhere; the slack only keeps a rounding difference from failing a blocking check."""
+MAX_SPOT_PERP_LOG_GAP = 0.25
+"""Largest |log(perpetual close / spot close)| of the same coin, timeframe and bar. The basis is
+usually a few tenths of a percent and has stayed within a few percent in the most violent
+hours on record; a quarter apart (in log terms) is another coin's price in one of the two files.
+Kept wider than the gaps above because a newly listed perpetual can trade far from spot."""
 
 
 @dataclass
@@ -75,10 +90,9 @@ def unique_key_rule(spec: TableSchema, df: pl.DataFrame) -> RuleOutcome:
 def window_rule(df: pl.DataFrame, start: dt.date, end: dt.date, table: str) -> RuleOutcome:
     """`date` inside the partition window, `date` == UTC day of `ts`, ts on the table's grid."""
     cond = (pl.col("date") < start) | (pl.col("date") >= end) | (pl.col("ts").dt.date() != pl.col("date"))
-    if table in GRID_5M_TABLES:
-        cond = cond | (pl.col("ts").dt.epoch("ms") % (5 * 60_000) != 0)
-    if table in GRID_1H_TABLES:
-        cond = cond | (pl.col("ts").dt.epoch("ms") % 3_600_000 != 0)
+    grid = RAW_TABLES[table].grid
+    if grid is not None:
+        cond = cond | (pl.col("ts").dt.epoch("ms") % (grid // dt.timedelta(milliseconds=1)) != 0)
     if table == "market_bars":
         step = pl.col("timeframe").replace_strict(
             {k: int(v.total_seconds() * 1000) for k, v in TIMEFRAMES.items()}, default=None
@@ -106,6 +120,130 @@ def ohlc_rule(df: pl.DataFrame) -> RuleOutcome:
     return _outcome("ohlc_sanity", "low <= open, close <= high; prices > 0; volumes and trades >= 0", bad)
 
 
+def price_continuity_rule(df: pl.DataFrame) -> RuleOutcome:
+    """market_bars: each bar's price agrees with its neighbours and with the other market's bars.
+
+    Three comparisons (thresholds above); each failing row is the bar the comparison points at:
+    - adjacent bars of one series: |log(open / previous close)| <= MAX_ADJACENT_LOG_GAP. A bar
+      whose gaps in and out both exceed it is the odd one out (a pasted bar); a single gap (a
+      run of pasted bars begins or ends, or a real jump) flags the bar after it;
+    - a 5m bar's open and close lie within its 1h bar's [low, high], +- HOUR_RANGE_SLACK
+      (unless that 1h bar is itself the odd one out of its series);
+    - perpetual and spot closes of one bar: |log(usdm / spot)| <= MAX_SPOT_PERP_LOG_GAP; the row
+      is the spot bar when the other comparisons flag it, else the perpetual's.
+    One row per flagged bar, the reasons of a bar failing several comparisons joined. A foreign
+    price is caught unless it lies within these bounds of the true one.
+    """
+    series = ["symbol", "market", "timeframe"]
+    step_ms = pl.col("timeframe").replace_strict(
+        {k: int(v.total_seconds() * 1000) for k, v in TIMEFRAMES.items()}, default=None
+    )
+    # Sorted by series then time, the row before is the bar before when it is of the same series
+    # and one step earlier (shifts on the sorted frame, several times faster than `over`).
+    same_series = pl.all_horizontal(pl.col(c) == pl.col(c).shift(1) for c in series)
+    adjacent = same_series & ((pl.col("ts") - pl.col("ts").shift(1)).dt.total_milliseconds() == step_ms)
+    gap_in = pl.when(adjacent).then((pl.col("open") / pl.col("close").shift(1)).log())
+    bars = (
+        df.select(*series, "ts", "open", "high", "low", "close")
+        # bars failing ohlc_sanity (non-positive prices, high below low...) and unknown
+        # timeframes are other rules' failures; a duplicated bar is unique_key's, and here just
+        # a neighbour at the same price
+        .filter(
+            (pl.col("low") > 0)
+            & (pl.col("low") <= pl.min_horizontal("open", "close"))
+            & (pl.col("high") >= pl.max_horizontal("open", "close"))
+            & step_ms.is_not_null()
+        )
+        .sort([*series, "ts"])
+        .with_columns(pl.col("close").shift(1).alias("_prev_close"), gap_in.alias("_gap_in"))
+        .with_columns(pl.col("_gap_in").shift(-1).alias("_gap_out"))  # null across series
+        .with_columns(
+            (pl.col("_gap_in").abs() > MAX_ADJACENT_LOG_GAP).fill_null(False).alias("_big"),
+            (pl.col("_gap_out").abs() > MAX_ADJACENT_LOG_GAP).fill_null(False).alias("_big_out"),
+        )
+        .with_columns((pl.col("_big") & pl.col("_big_out")).alias("_spike"))
+    )
+    after_spike = pl.col("_spike").shift(1).fill_null(False)  # the bar back at the true level
+    spikes = bars.filter(pl.col("_spike")).with_columns(
+        _say("opens ", _pct("_gap_in"), " from the previous close and the next bar opens ",
+             _pct("_gap_out"), " from its close").alias("reason")
+    )  # fmt: skip
+    steps = bars.filter(pl.col("_big") & ~pl.col("_spike") & ~after_spike).with_columns(
+        _say("opens ", _pct("_gap_in"), " from the previous close ", _text("_prev_close")).alias("reason")
+    )
+
+    hours = bars.filter((pl.col("timeframe") == "1h") & ~pl.col("_spike")).select(
+        "symbol", "market", pl.col("ts").alias("_hour"), pl.col("low").alias("_h_low"), pl.col("high").alias("_h_high")
+    )  # fmt: skip
+    outside = (
+        bars.filter(pl.col("timeframe") == "5m")
+        .with_columns(pl.col("ts").dt.truncate("1h").alias("_hour"))
+        .join(hours, on=["symbol", "market", "_hour"], how="inner")
+        .filter(
+            (pl.max_horizontal("open", "close") > pl.col("_h_high") * (1 + HOUR_RANGE_SLACK))
+            | (pl.min_horizontal("open", "close") < pl.col("_h_low") * (1 - HOUR_RANGE_SLACK))
+        )
+        .with_columns(
+            _say("outside its 1h bar's [low, high] [", _text("_h_low"), ", ", _text("_h_high"), "]").alias(
+                "reason"
+            )
+        )
+    )
+
+    key = ["symbol", "timeframe", "ts"]
+    spot_odd = (
+        pl.concat([f.select(*series, "ts") for f in (spikes, steps, outside)])
+        .filter(pl.col("market") == "spot")
+        .select(key)
+        .unique()
+        .with_columns(_spot_odd=pl.lit(True))
+    )
+    pairs = (
+        bars.filter(pl.col("market") == "spot")
+        .join(bars.filter(pl.col("market") == "usdm"), on=key, how="inner", suffix="_perp")
+        .join(spot_odd, on=key, how="left")
+        .with_columns((pl.col("close_perp") / pl.col("close")).log().alias("_basis"))
+        .filter(pl.col("_basis").abs() > MAX_SPOT_PERP_LOG_GAP)
+    )
+    is_spot = pl.col("_spot_odd").fill_null(False)
+    apart = pairs.select(
+        *key,
+        pl.when(is_spot).then(pl.lit("spot")).otherwise(pl.lit("usdm")).alias("market"),
+        pl.when(is_spot).then("open").otherwise("open_perp").alias("open"),
+        pl.when(is_spot).then("close").otherwise("close_perp").alias("close"),
+        _say("perpetual close ", _pct("_basis"), " from the spot close (",
+             _text("close_perp"), " vs ", _text("close"), ")").alias("reason"),
+    )  # fmt: skip
+
+    out = ["ts", *series, "open", "close", "reason"]
+    bad = (
+        pl.concat([f.select(out) for f in (spikes, steps, outside, apart)])
+        .group_by(out[:-1], maintain_order=True)
+        .agg(pl.col("reason").str.join("; "))
+        .sort("ts", *series)
+    )
+    return _outcome(
+        "price_continuity",
+        "each bar's price agrees with the bars before and after it, its 1h bar and the other market's bar",
+        bad,
+    )
+
+
+def _text(col: str) -> pl.Expr:
+    return pl.col(col).cast(pl.String)
+
+
+def _pct(log_ratio: str) -> pl.Expr:
+    """A log-ratio column as a signed percentage string, e.g. '-96.9%'."""
+    return ((pl.col(log_ratio).exp() - 1) * 100).round(1).cast(pl.String) + pl.lit("%")
+
+
+def _say(*parts: str | pl.Expr) -> pl.Expr:
+    """Text from literal pieces and string expressions. (Not pl.format: in polars 2.1 it panics
+    on some filtered frames when given a number cast to text; concat_str does not.)"""
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p for p in parts])
+
+
 def listing_and_clock_rule(df: pl.DataFrame, table: str, built_at: dt.datetime) -> RuleOutcome:
     """No row before its coin listed (perp tables: before the perpetual), none after `built_at`."""
     happened = pl.col("ts") > built_at
@@ -124,7 +262,7 @@ def listing_and_clock_rule(df: pl.DataFrame, table: str, built_at: dt.datetime) 
     listed = pl.DataFrame(
         {
             "symbol": [c.symbol for c in COINS],
-            "_listed": [c.perp_listed if table in PERP_TABLES else c.spot_listed for c in COINS],
+            "_listed": [c.perp_listed if RAW_TABLES[table].perp_only else c.spot_listed for c in COINS],
             "_perp": [c.perp_listed for c in COINS],
         }
     )
@@ -150,7 +288,7 @@ def rule_names(table: str) -> tuple[str, ...]:
     if "ts" in cols:
         names.append("listing_and_clock")
     if table == "market_bars":
-        names.append("ohlc_sanity")
+        names += ["ohlc_sanity", "price_continuity"]
     if "available_at" in cols:
         names.append("available_after_ts")
     return tuple(names)
@@ -176,7 +314,7 @@ def raw_table_rules(
         bad = df.filter((pl.col("date") < start) | (pl.col("date") >= end))
         out.append(_outcome("in_window_on_grid", f"date in [{start}, {end})", bad))
     if table == "market_bars":
-        out.append(ohlc_rule(df))
+        out += [ohlc_rule(df), price_continuity_rule(df)]
     if "available_at" in df.columns:
         out.append(available_at_rule(df))
     return out

@@ -14,11 +14,15 @@ Time conventions (all UTC, millisecond precision):
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import polars as pl
 
+from quant_assets.universe import FUNDING_INTERVAL, TIMEFRAMES
+
 TS = pl.Datetime("ms", "UTC")
+FIVE_MIN, ONE_HOUR = TIMEFRAMES["5m"], TIMEFRAMES["1h"]
 DEPTH_BANDS = (1, 2, 3, 4, 5)  # +-1% .. +-5% of mid, the bands of the archive's bookDepth
 EVENT_TYPES = ("funding", "product", "mna", "regulatory", "market", "social_post", "social_comment")
 SOCIAL_EVENT_TYPES = ("social_post", "social_comment")
@@ -44,11 +48,25 @@ PAYLOAD = pl.Struct(
 
 @dataclass(frozen=True)
 class TableSchema:
+    """A raw table's columns and key, and the facts about its time axis that checks and audits use.
+
+    - `grid`: every `ts` is a multiple of it (None: no grid, e.g. funding settlements, events).
+    - `cadence`: one row per symbol per this step is expected (None: sparse, not audited for
+      coverage; the tables with a cadence are the ones training requires).
+    - `perp_only`: rows exist only for perpetual futures, so they start at the perpetual's listing.
+    - `publication_lag`: a row at `ts` can be published at `ts + publication_lag` at the earliest
+      (a bar closes, a metric is aggregated); coverage does not expect it before then.
+    """
+
     name: str
     columns: dict[str, pl.DataType]
     key: tuple[str, ...]
     nullable: frozenset[str] = frozenset()
     description: str = ""
+    grid: dt.timedelta | None = None
+    cadence: dt.timedelta | None = None
+    perp_only: bool = False
+    publication_lag: dt.timedelta = dt.timedelta(0)
 
     @property
     def schema(self) -> pl.Schema:
@@ -101,12 +119,19 @@ RAW_TABLES: dict[str, TableSchema] = {
             },
             key=("symbol", "market", "timeframe", "ts"),
             description="OHLCV klines; ts is the bar's open time.",
+            # the grid of the finest timeframe (1h bars sit on their own, coarser grid too); the
+            # cadence is the spot 5m clock, and a bar is published when it closes
+            grid=FIVE_MIN,
+            cadence=FIVE_MIN,
+            publication_lag=FIVE_MIN,
         ),
         TableSchema(
             "prices",
             {"date": pl.Date, "ts": TS, "symbol": pl.String, "price": pl.Float64, "source": pl.String},
             key=("symbol", "ts"),
             description="Last-trade price snapshots at ts (5m grid); the fallback close when a bar is missing.",
+            grid=FIVE_MIN,
+            cadence=FIVE_MIN,
         ),
         TableSchema(
             "orderbook_l2",
@@ -115,6 +140,8 @@ RAW_TABLES: dict[str, TableSchema] = {
             nullable=frozenset({"best_bid", "best_ask"}),  # the archive's bookDepth has no top of book
             description="One book snapshot per coin per 5 minutes: top of book and cumulative depth (base units) "
             "and notional (quote) within +-1..5% of mid.",
+            grid=FIVE_MIN,
+            cadence=FIVE_MIN,
         ),
         TableSchema(
             "funding_rates",
@@ -129,6 +156,8 @@ RAW_TABLES: dict[str, TableSchema] = {
             key=("symbol", "ts"),
             nullable=frozenset({"mark_price"}),
             description="Perpetual funding settlements (8-hourly); ts is the funding time.",
+            cadence=FUNDING_INTERVAL,  # no grid: settlement times are the exchange's, rounded to the minute
+            perp_only=True,
         ),
         TableSchema(
             "onchain_signals",
@@ -141,6 +170,9 @@ RAW_TABLES: dict[str, TableSchema] = {
             },
             key=("symbol", "ts"),
             description="Hourly on-chain flows in USD; published with a delay (available_at > ts).",
+            grid=ONE_HOUR,
+            cadence=ONE_HOUR,
+            publication_lag=ONE_HOUR,  # flows for an hour are known up to an hour after it
         ),
         TableSchema(
             "derivatives_metrics",
@@ -164,6 +196,10 @@ RAW_TABLES: dict[str, TableSchema] = {
                 }
             ),
             description="5-minute futures metrics; available 5 minutes after ts (the archive's create_time).",
+            grid=FIVE_MIN,
+            cadence=FIVE_MIN,
+            perp_only=True,
+            publication_lag=FIVE_MIN,
         ),
         TableSchema(
             "events",

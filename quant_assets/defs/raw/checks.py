@@ -10,8 +10,9 @@ import datetime as dt
 import dagster as dg
 
 from quant_assets import quality
-from quant_assets.defs.common import day_window, months, utc_now
+from quant_assets.defs.common import day_window, utc_now
 from quant_assets.defs.raw.assets import raw_window_rows
+from quant_assets.periods import months
 from quant_assets.schemas import RAW_TABLE_NAMES
 
 RULE_DESCRIPTIONS = {
@@ -23,6 +24,9 @@ RULE_DESCRIPTIONS = {
     "listing_and_clock": "No rows before a coin listed and none later than the build time. Failing means "
     "fabricated history or rows from the future: look-ahead.",
     "ohlc_sanity": "low <= open, close <= high, positive prices, non-negative volumes. Failing means corrupt bars.",
+    "price_continuity": "Each bar opens where the bar before closed, 5m bars lie inside their 1h bar and the "
+    "perpetual trades near spot (quality.MAX_ADJACENT_LOG_GAP, HOUR_RANGE_SLACK, MAX_SPOT_PERP_LOG_GAP). "
+    "Failing means a bar carries another coin's (or another time's) price: every return through it is fiction.",
     "available_after_ts": "available_at >= ts. Failing means rows published before they happened: look-ahead.",
 }
 
