@@ -7,6 +7,8 @@ from quant_assets.defs.audit.checks import readiness_ready
 from quant_assets.defs.features.assets import feature_assets
 from quant_assets.defs.features.automation import automation_sensor, features_job
 from quant_assets.defs.features.checks import feature_checks
+from quant_assets.defs.maintenance.assets import lake_maintenance
+from quant_assets.defs.maintenance.automation import lake_maintenance_job, weekly_lake_maintenance
 from quant_assets.defs.raw.assets import raw_tables
 from quant_assets.defs.raw.automation import audit_job, daily_audits, daily_running_month, raw_job
 from quant_assets.defs.raw.checks import raw_checks
@@ -16,10 +18,10 @@ ASSETS = [raw_tables, required_data_readiness, full_history_audit, *feature_asse
 CHECKS = [*raw_checks, readiness_ready, *feature_checks]
 
 defs = dg.Definitions(
-    assets=ASSETS,
+    assets=[*ASSETS, lake_maintenance],
     asset_checks=CHECKS,
-    jobs=[raw_job, audit_job, features_job],
-    schedules=[daily_running_month, daily_audits],
+    jobs=[raw_job, audit_job, features_job, lake_maintenance_job],
+    schedules=[daily_running_month, daily_audits, weekly_lake_maintenance],
     sensors=[automation_sensor],
     resources=default_resources(),
     # In-process: on a 2-core box the multiprocess executor costs ~6 s per run in process

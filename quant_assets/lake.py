@@ -518,7 +518,7 @@ class Maintenance(NamedTuple):
     table: str
     files_before: int  # data files of the current version, before compaction
     files_after: int
-    compacted: bool  # False: nothing to compact, or skipped because writers kept committing
+    compaction: str  # "compacted", "nothing to compact", "off", or "skipped: ..." (the reason)
     replaced_files_removed: int  # files that versions older than the retention window referenced
     uncommitted_files_removed: int  # files no version ever referenced (killed runs), older than it
     bytes_reclaimed: int
@@ -544,8 +544,9 @@ def maintain(
     keep = tuple(sorted(set(keep)))
     current = DeltaTable(uri(table), storage_options=storage_options())
     files_before = len(current.get_add_actions(flatten=True))
-    compacted = False
+    compaction = "off"
     if compact:
+        compaction = "skipped: other writers kept committing to the table"
         for attempt in range(COMMIT_ATTEMPTS):
             try:
                 metrics = current.optimize.compact(
@@ -556,7 +557,7 @@ def maintain(
                     commit_properties=CommitProperties(max_commit_retries=0),
                     post_commithook_properties=_HOOKS,
                 )
-                compacted = metrics.get("numFilesRemoved", 0) > 0
+                compaction = "compacted" if metrics.get("numFilesRemoved", 0) else "nothing to compact"
                 break
             except CommitFailedError:
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
@@ -580,7 +581,7 @@ def maintain(
         table=table,
         files_before=files_before,
         files_after=files_after,
-        compacted=compacted,
+        compaction=compaction,
         replaced_files_removed=sum(1 for p in removed if p in replaced),
         uncommitted_files_removed=sum(1 for p in removed if p not in replaced),
         bytes_reclaimed=sum(sizes.get(p) or 0 for p in removed),

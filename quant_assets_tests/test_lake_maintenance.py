@@ -101,7 +101,7 @@ def test_compaction_reduces_files_and_keeps_the_rows_identical():
     assert len(data_files("t")) == 18  # one file per frame
 
     report = lake.maintain("t", retention_hours=168)
-    assert report.compacted and (report.files_before, report.files_after) == (18, 6)
+    assert report.compaction == "compacted" and (report.files_before, report.files_after) == (18, 6)
     assert lake.read("t").sort("date").equals(before)
     assert lake.version("t") > version_before
     # The rewritten files are replaced, not deleted, inside the window: the old version still reads.
@@ -109,7 +109,7 @@ def test_compaction_reduces_files_and_keeps_the_rows_identical():
     assert report.replaced_files_removed == 0
 
     again = lake.maintain("t", retention_hours=168)
-    assert not again.compacted and again.files_after == 6
+    assert again.compaction == "nothing to compact" and again.files_after == 6
 
 
 def test_a_version_whose_files_are_gone_cannot_be_pinned():
