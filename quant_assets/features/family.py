@@ -1,5 +1,5 @@
 """The bar family on chunks of a canvas (grid.py): the numba kernels of kernels.py with the windows
-of keys.py and per-thread scratch. See snapshots.py for what each feature is.
+of keys.py. See snapshots.py for what each feature is.
 
 A chunk computes rows [s, e) and reads the LOOK rows before s, which covers every window (ret_288
 reads close_{t-288}, vol_288 the returns from t-287). NaN stands for null.
@@ -8,7 +8,6 @@ reads close_{t-288}, vol_288 the returns from t-287). NaN stands for null.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -39,47 +38,55 @@ def min_samples(window: int) -> int:
     return max(2, math.ceil(MIN_WINDOW_FRACTION * window))
 
 
-# the windows as kernel arguments
-WINDOWS = (
-    np.array(RET_WINDOWS, dtype=np.int64),
-    np.array(VOL_WINDOWS, dtype=np.int64),
-    np.array([min_samples(n) for n in VOL_WINDOWS], dtype=np.int64),
-    np.array(ACCEL_PAIRS, dtype=np.int64).reshape(-1, 2),
-    np.array(TERM_PAIRS, dtype=np.int64).reshape(-1, 2),
-    np.array([VOLZ_WINDOW], dtype=np.int64),
-    min_samples(VOLZ_WINDOW),
-)
+def _ints(values) -> np.ndarray:
+    a = np.array(values, dtype=np.int64)
+    a.flags.writeable = False  # shared by every thread: nothing may write to it
+    return a
 
 
-class Scratch:
-    """One thread's work arrays, reused from range to range."""
+def params(
+    ret_w: tuple[int, ...] = RET_WINDOWS,
+    vol_w: tuple[int, ...] = VOL_WINDOWS,
+    accel: tuple[tuple[int, int], ...] = ACCEL_PAIRS,
+    term: tuple[tuple[int, int], ...] = TERM_PAIRS,
+    volz_w: int = VOLZ_WINDOW,
+    vol_min: tuple[int, ...] | None = None,
+) -> kernels.Params:
+    """The kernels' parameters: keys.py's windows unless given (tests alter them to show that the
+    oracle comparison catches a window one bar off); vol_min defaults to min_samples of each."""
+    windows = (*ret_w, *vol_w, volz_w)
+    if max(windows) > LOOK or min(windows) < 1:
+        raise ValueError(f"bar family windows must be in [1, {LOOK}] (LOOK rows of history); got {windows}")
+    for name, pairs, among in (("accel", accel, ret_w), ("term", term, vol_w)):
+        if any(a not in among or b not in among for a, b in pairs):
+            raise ValueError(f"bar family {name} pairs {pairs} need windows in {among}")
+    return kernels.Params(
+        ret_w=_ints(ret_w),
+        vol_w=_ints(vol_w),
+        vol_min=_ints([min_samples(n) for n in vol_w] if vol_min is None else vol_min),
+        accel=_ints(accel).reshape(-1, 2),
+        term=_ints(term).reshape(-1, 2),
+        volz_w=_ints([volz_w]),
+        volz_min=min_samples(volz_w),
+        chunk=CHUNK,
+        look=LOOK,
+    )
 
-    def __init__(self, flag_rows: int) -> None:
-        m = CHUNK + LOOK
-        self.arrays = (
-            np.empty((6, m)),  # moments of returns and of log volumes
-            np.empty((max(*VOL_WINDOWS, VOLZ_WINDOW).bit_length(), m)),  # power-of-two sums
-            np.empty((3, len(VOL_WINDOWS), m)),  # window sums per moment
-            np.empty((3, m)),  # returns, log volumes, std
-        )
-        self.flags = np.empty((flag_rows, CHUNK), dtype=np.uint8)
+
+PARAMS = params()
 
 
-_local = threading.local()
-
-
-def scratch(flag_rows: int = 0) -> Scratch:
-    """This thread's work arrays (with at least `flag_rows` rows of validity flags)."""
-    sc = getattr(_local, "scratch", None)
-    if sc is None or sc.flags.shape[0] < flag_rows:
-        sc = _local.scratch = Scratch(flag_rows)
-    return sc
-
-
-def family_rows(src: np.ndarray, dst: np.ndarray, lo: int, hi: int, lr_out: np.ndarray = NO_ARRAY) -> None:
+def family_rows(
+    src: np.ndarray,
+    dst: np.ndarray,
+    lo: int,
+    hi: int,
+    lr_out: np.ndarray = NO_ARRAY,
+    p: kernels.Params = PARAMS,
+) -> None:
     """The bar family (FAMILY_KEYS, in order, as the rows of `dst`) of canvas rows [lo, hi) from
     `src` rows close, volume, quote_volume (lo >= LOOK); the 1-bar log return into `lr_out` if given."""
-    kernels.family(src, dst, lr_out, lo, hi, CHUNK, LOOK, *WINDOWS, *scratch().arrays)
+    kernels.family(src, dst, lr_out, p, lo, hi)
 
 
 def in_ranges(pool: ThreadPoolExecutor, fn: Callable[[int, int], None], lo: int, hi: int) -> None:

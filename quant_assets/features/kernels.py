@@ -10,14 +10,20 @@ its variance there).
 
 A range is worked through in chunks of `chunk` rows; a chunk computes rows [s, e) and reads the
 `look` rows before s (the longest window), so no result is partial, and its work arrays stay in
-the core's cache. The kernels release the GIL: the caller runs ranges on threads. Windows are
-arguments, not globals, so the on-disk compile cache can never hold stale windows. NaN stands for
-null; validity flags (1 = value present) are packed into Arrow bitmaps.
+the core's cache. Each kernel call allocates its own work arrays (a few hundred kB, reused by every
+chunk of the call) and shares no mutable state, so the caller can run ranges on threads: the kernels
+release the GIL. Windows and chunking come in one `Params` argument, not globals, so the on-disk
+compile cache can never hold stale windows. NaN stands for null; validity flags (1 = value present)
+are packed into Arrow bitmaps.
+
+What each feature is: snapshots.py's docstring, and the plain-polars oracle the kernels are tested
+against, quant_assets_tests/features/bar_family_oracle.py. Change a feature there first.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -27,6 +33,7 @@ from numba import njit
 JIT = {"nogil": True, "cache": True, "error_model": "numpy"}
 # moments per series: x, x^2 and the count of present values (absent values count as 0)
 _MOMENTS = 3
+_DAY_MS = 86_400_000
 
 
 @njit(**JIT)
@@ -106,10 +113,66 @@ def _index(values: np.ndarray, v: int) -> int:
     return -1
 
 
+class Params(NamedTuple):
+    """The bar family's windows and chunking: one argument of every kernel instead of eleven.
+
+    A named tuple because numba types it by its fields: compiled code keys on those types, so the
+    on-disk cache still works (a jitclass argument defeats `cache=True`), the kernels still release
+    the GIL, and fields are read by name at no cost. A record array could not hold the arrays. The
+    windows are arguments, not globals, so the cache can never hold stale windows; family.params
+    builds them from keys.py.
+    """
+
+    ret_w: np.ndarray  # int64: ret_n per n
+    vol_w: np.ndarray  # int64: vol_n per n
+    vol_min: np.ndarray  # int64: present returns vol_n needs, per vol_w
+    accel: np.ndarray  # int64 rows (a, b): ret_accel_a_b; a and b in ret_w
+    term: np.ndarray  # int64 rows (a, b): vol_term_a_b; a and b in vol_w
+    volz_w: np.ndarray  # int64, one window: vol_z's
+    volz_min: int
+    chunk: int  # rows a chunk computes
+    look: int  # rows a chunk reads before its first (>= the longest window)
+
+
+class Hourly(NamedTuple):
+    """The 1h family on the 1h canvas as five_minute reads it (its last row: all absent)."""
+
+    values: np.ndarray  # float64 (family rows, 1h rows)
+    valid: np.ndarray  # uint8, 1 where values is not NaN
+    flags: np.ndarray  # int8 rows close_from_fallback, bar_missing_flag
+    rows: np.ndarray  # uint64: the 1h row each group of `group` 5m rows reads
+    group: int
+
+
+class FiveMinuteOut(NamedTuple):
+    """Where five_minute writes, all with one column per 5m canvas row (bits: one byte per 8)."""
+
+    family: np.ndarray  # float64 (family rows, n)
+    h1: np.ndarray  # float64 (family rows, n)
+    h1_flags: np.ndarray  # int8 (2, n)
+    date: np.ndarray  # int32 days since 1970
+    bits: np.ndarray  # uint8 Arrow validity bitmaps of close, volume, family, h1 (in that order)
+
+
 @njit(**JIT)
-def _family_chunk(
-    src, dst, lr_out, s, e, look, ret_w, vol_w, vol_min, accel, term, volz_w, volz_min, mom, lev, sums, work
-):
+def _scratch(p: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A chunk's work arrays, owned by one kernel call (so by one thread): moments of returns and of
+    log volumes, power-of-two sums, window sums per moment, and returns / log volumes / std."""
+    m = p.chunk + p.look
+    longest = max(p.vol_w.max(), p.volz_w.max())
+    return (
+        np.empty((2 * _MOMENTS, m)),
+        np.empty((_top_bit(longest) + 1, m)),
+        np.empty((_MOMENTS, max(p.vol_w.size, p.volz_w.size), m)),
+        np.empty((3, m)),
+    )
+
+
+@njit(**JIT)
+def _family_chunk(src, dst, lr_out, p, scratch, s, e):
+    """The bar family of canvas rows [s, e) into dst[:, s:e] (see `family`)."""
+    mom, lev, sums, work = scratch
+    look = p.look
     a = s - look
     m = e - a
     volume, quote = src[1, a:e], src[2, a:e]
@@ -133,12 +196,13 @@ def _family_chunk(
         mom[4, i] = y * y if ok else 0.0
         mom[5, i] = 1.0 if ok else 0.0
     n = e - s  # output rows: chunk rows look.. m, canvas rows s..e
+    ret_w, vol_w = p.ret_w, p.vol_w
     n_ret, n_vol = ret_w.size, vol_w.size
     for j in range(_MOMENTS):
         _window_sums(mom[j], vol_w, lev, sums[j], m)
     for w in range(n_vol):
         _rolling_std(
-            sums[0, w, look:m], sums[1, w, look:m], sums[2, w, look:m], vol_min[w], dst[n_ret + w, s:e]
+            sums[0, w, look:m], sums[1, w, look:m], sums[2, w, look:m], p.vol_min[w], dst[n_ret + w, s:e]
         )
     for r in range(n_ret):
         k = ret_w[r]
@@ -146,23 +210,24 @@ def _family_chunk(
         for i in range(n):
             out[i] = now[i] / then[i] - 1.0
     row = n_ret + n_vol
-    for p in range(accel.shape[0]):  # ret_accel_a_b = ret_a / a - ret_b / b
-        pa, pb = accel[p, 0], accel[p, 1]
-        ra, rb, out = dst[_index(ret_w, pa), s:e], dst[_index(ret_w, pb), s:e], dst[row + p, s:e]
+    accel, term = p.accel, p.term
+    for q in range(accel.shape[0]):  # ret_accel_a_b = ret_a / a - ret_b / b
+        pa, pb = accel[q, 0], accel[q, 1]
+        ra, rb, out = dst[_index(ret_w, pa), s:e], dst[_index(ret_w, pb), s:e], dst[row + q, s:e]
         for i in range(n):
             out[i] = ra[i] / pa - rb[i] / pb
     row += accel.shape[0]
-    for p in range(term.shape[0]):  # vol_term_a_b = vol_a / vol_b, null where vol_b is 0
-        va, vb = dst[n_ret + _index(vol_w, term[p, 0]), s:e], dst[n_ret + _index(vol_w, term[p, 1]), s:e]
-        out = dst[row + p, s:e]
+    for q in range(term.shape[0]):  # vol_term_a_b = vol_a / vol_b, null where vol_b is 0
+        va, vb = dst[n_ret + _index(vol_w, term[q, 0]), s:e], dst[n_ret + _index(vol_w, term[q, 1]), s:e]
+        out = dst[row + q, s:e]
         for i in range(n):
             out[i] = va[i] / vb[i] if vb[i] != 0.0 else np.nan
     row += term.shape[0]
     for j in range(_MOMENTS):
-        _window_sums(mom[_MOMENTS + j], volz_w, lev, sums[j], m)
+        _window_sums(mom[_MOMENTS + j], p.volz_w, lev, sums[j], m)
     s1, s2, c = sums[0, 0, look:m], sums[1, 0, look:m], sums[2, 0, look:m]
     sd = std[look:m]
-    _rolling_std(s1, s2, c, volz_min, sd)
+    _rolling_std(s1, s2, c, p.volz_min, sd)
     lvo, log_volume, vol_z = lv[look:m], dst[row, s:e], dst[row + 1, s:e]
     for i in range(n):
         log_volume[i] = lvo[i]
@@ -175,53 +240,16 @@ def _family_chunk(
 
 
 @njit(**JIT)
-def family(
-    src,
-    dst,
-    lr_out,
-    lo,
-    hi,
-    chunk,
-    look,
-    ret_w,
-    vol_w,
-    vol_min,
-    accel,
-    term,
-    volz_w,
-    volz_min,
-    mom,
-    lev,
-    sums,
-    work,
-):
-    """The bar family of canvas rows [lo, hi) (lo >= look) into dst[:, lo:hi], chunk by chunk.
+def family(src, dst, lr_out, p, lo, hi):
+    """The bar family of canvas rows [lo, hi) (lo >= p.look) into dst[:, lo:hi], chunk by chunk.
 
-    src rows: close, volume, quote_volume. dst rows: ret per ret_w, vol per vol_w, ret_accel per
-    `accel` and vol_term per `term` (rows of (a, b)), log_volume, vol_z, volume_impact. lr_out
-    gets the 1-bar log return unless it is empty. mom, lev, sums, work: scratch (family.Scratch).
+    src rows: close, volume, quote_volume. dst rows: ret per p.ret_w, vol per p.vol_w, ret_accel
+    per p.accel and vol_term per p.term, log_volume, vol_z, volume_impact. lr_out gets the 1-bar log
+    return unless it is empty. p: Params. The work arrays are this call's own.
     """
-    for s in range(lo, hi, chunk):
-        e = min(s + chunk, hi)
-        _family_chunk(
-            src,
-            dst,
-            lr_out,
-            s,
-            e,
-            look,
-            ret_w,
-            vol_w,
-            vol_min,
-            accel,
-            term,
-            volz_w,
-            volz_min,
-            mom,
-            lev,
-            sums,
-            work,
-        )
+    scratch = _scratch(p)
+    for s in range(lo, hi, p.chunk):
+        _family_chunk(src, dst, lr_out, p, scratch, s, min(s + p.chunk, hi))
 
 
 @njit(**JIT)
@@ -246,125 +274,48 @@ def _pack_bits(flags: np.ndarray, n: int, bits: np.ndarray, at: int) -> None:
 
 
 @njit(**JIT)
-def _rest_chunk(
-    src,
-    fam,
-    h1,
-    h1_valid,
-    h1_flags,
-    hour_rows,
-    group,
-    ts,
-    day_ms,
-    h1_out,
-    h1_flags_out,
-    date,
-    flags,
-    bits,
-    s,
-    e,
-):
+def _rest_chunk(src, ts, hourly, out, flags, s, e):
+    """Rows [s, e) of everything five_minute writes besides the 5m family."""
     n = e - s
     validity(src[0, s:e], flags[0, :n])
     validity(src[1, s:e], flags[1, :n])
+    fam = out.family
     nf = fam.shape[0]
     for k in range(nf):
         validity(fam[k, s:e], flags[2 + k, :n])
-    reads = hour_rows[s // group : (e + group - 1) // group]  # unsigned: no negative-index checks
-    for k in range(h1.shape[0]):
-        hk, vk, out, fk = h1[k], h1_valid[k], h1_out[k, s:e], flags[2 + nf + k, :n]
+    group = hourly.group
+    reads = hourly.rows[s // group : (e + group - 1) // group]  # unsigned: no negative-index checks
+    for k in range(hourly.values.shape[0]):
+        hk, vk, dst, fk = hourly.values[k], hourly.valid[k], out.h1[k, s:e], flags[2 + nf + k, :n]
         for g in range(reads.size):
             v, ok = hk[reads[g]], vk[reads[g]]
             for j in range(g * group, min((g + 1) * group, n)):
-                out[j] = v
+                dst[j] = v
                 fk[j] = ok
-    for k in range(h1_flags.shape[0]):
-        hk, out = h1_flags[k], h1_flags_out[k, s:e]
+    for k in range(hourly.flags.shape[0]):
+        hk, dst = hourly.flags[k], out.h1_flags[k, s:e]
         for g in range(reads.size):
             v = hk[reads[g]]
             for j in range(g * group, min((g + 1) * group, n)):
-                out[j] = v
-    tsv, dv, day = ts[s:e], date[s:e], float(day_ms)
+                dst[j] = v
+    tsv, dv, day = ts[s:e], out.date[s:e], float(_DAY_MS)
     for i in range(n):
         # floor(ts / day) in doubles is exact: ts < 2**53 is exact, and a time 1 ms before midnight
         # divides to ~1e-8 below the integer, far above the rounding of a quotient near 2e4
         dv[i] = math.floor(tsv[i] / day)
-    _pack_bits(flags, n, bits, s // 8)
+    _pack_bits(flags, n, out.bits, s // 8)
 
 
 @njit(**JIT)
-def five_minute(
-    src,
-    fam,
-    lo,
-    hi,
-    chunk,
-    look,
-    ret_w,
-    vol_w,
-    vol_min,
-    accel,
-    term,
-    volz_w,
-    volz_min,
-    mom,
-    lev,
-    sums,
-    work,
-    h1,
-    h1_valid,
-    h1_flags,
-    hour_rows,
-    group,
-    ts,
-    day_ms,
-    h1_out,
-    h1_flags_out,
-    date,
-    flags,
-    bits,
-):
-    """The 5m canvas rows [lo, hi) (lo and chunk multiples of 8 and of `group`), chunk by chunk:
-    the bar family into `fam` (see `family`); each row's 1h family and flags from the 1h row its
-    group of `group` rows reads (hour_rows); the date; and the validity bitmaps of close, volume,
-    the 5m family and the 1h family, the rows of `bits` in that order."""
+def five_minute(src, ts, hourly, out, p, lo, hi):
+    """The 5m canvas rows [lo, hi) (lo and p.chunk multiples of 8 and of hourly.group), chunk by
+    chunk: the bar family into out.family (see `family`; src rows close, volume, quote_volume);
+    each row's 1h family and flags from the 1h row its group of rows reads; the date from ts
+    (epoch ms); and the validity bitmaps. The work arrays are this call's own."""
+    scratch = _scratch(p)
+    flags = np.empty((out.bits.shape[0], p.chunk), dtype=np.uint8)
     none = np.zeros(0)
-    for s in range(lo, hi, chunk):
-        e = min(s + chunk, hi)
-        _family_chunk(
-            src,
-            fam,
-            none,
-            s,
-            e,
-            look,
-            ret_w,
-            vol_w,
-            vol_min,
-            accel,
-            term,
-            volz_w,
-            volz_min,
-            mom,
-            lev,
-            sums,
-            work,
-        )
-        _rest_chunk(
-            src,
-            fam,
-            h1,
-            h1_valid,
-            h1_flags,
-            hour_rows,
-            group,
-            ts,
-            day_ms,
-            h1_out,
-            h1_flags_out,
-            date,
-            flags,
-            bits,
-            s,
-            e,
-        )
+    for s in range(lo, hi, p.chunk):
+        e = min(s + p.chunk, hi)
+        _family_chunk(src, out.family, none, p, scratch, s, e)
+        _rest_chunk(src, ts, hourly, out, flags, s, e)

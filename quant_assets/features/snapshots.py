@@ -41,14 +41,12 @@ import pyarrow as pa
 
 from quant_assets.features import kernels
 from quant_assets.features.family import (
-    CHUNK,
     FAMILY_KEYS,
     LOOK,
-    WINDOWS,
+    PARAMS,
     family_rows,
     in_ranges,
     min_samples,
-    scratch,
     worker_pool,
 )
 from quant_assets.features.grid import (
@@ -77,7 +75,6 @@ H1_FLAGS = tuple(H1_PREFIX + k for k in BAR_FLAG_KEYS)
 # A 5m row that reads no closed 1h bar: the hour's close is not from a fallback, the bar is missing.
 H1_ABSENT_FLAGS = (0, 1)
 FLOAT_OUTPUTS = ("close", "volume", *FAMILY_KEYS, *H1_FLOATS)
-DAY_MS = 86_400_000
 OUTPUT_SCHEMA = pl.Schema(
     {
         "symbol": pl.String,
@@ -100,12 +97,14 @@ def _hour_rows(coins: list[CoinLayout], groups: int, absent: int) -> np.ndarray:
     return rows
 
 
-def _hourly(c1: Canvas, n1: int, pool: ThreadPoolExecutor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The 1h family on the 1h canvas plus one trailing absent row (all null, flags H1_ABSENT_FLAGS):
-    values, validity bytes and flags."""
+def _hourly(
+    c1: Canvas, n1: int, hour_rows: np.ndarray, p: kernels.Params, pool: ThreadPoolExecutor
+) -> kernels.Hourly:
+    """The 1h family on the 1h canvas plus one trailing absent row (all null, flags H1_ABSENT_FLAGS),
+    as the 5m rows read it (hour_rows: see `_hour_rows`)."""
     fam = alloc((len(FAMILY_KEYS), n1 + 1))
     fam[:, :LOOK] = np.nan  # the first coin's pad rows: never read, but defined
-    in_ranges(pool, lambda s, e: family_rows(c1.bars, fam, s, e), LOOK, n1)
+    in_ranges(pool, lambda s, e: family_rows(c1.bars, fam, s, e, p=p), LOOK, n1)
     fam[:, n1] = np.nan
     valid = np.empty(fam.shape, dtype=np.uint8)
     for k in range(fam.shape[0]):
@@ -113,7 +112,7 @@ def _hourly(c1: Canvas, n1: int, pool: ThreadPoolExecutor) -> tuple[np.ndarray, 
     flags = np.empty((2, n1 + 1), dtype=np.int8)
     flags[0, :n1], flags[1, :n1] = c1.close_from_fallback, c1.bar_missing_flag
     flags[:, n1] = H1_ABSENT_FLAGS
-    return fam, valid, flags
+    return kernels.Hourly(fam, valid, flags, hour_rows, GROUP)
 
 
 def _float_series(name: str, values: np.ndarray, bits: np.ndarray) -> pl.Series:
@@ -123,9 +122,15 @@ def _float_series(name: str, values: np.ndarray, bits: np.ndarray) -> pl.Series:
 
 
 def compute_snapshots(
-    bars5: pl.DataFrame, bars1: pl.DataFrame, prices: pl.DataFrame, end: dt.datetime | None
+    bars5: pl.DataFrame,
+    bars1: pl.DataFrame,
+    prices: pl.DataFrame,
+    end: dt.datetime | None,
+    params: kernels.Params = PARAMS,
 ) -> pl.DataFrame:
-    """feature_snapshots on collected `select_bars` (5m, 1h) and `select_prices` frames."""
+    """feature_snapshots on collected `select_bars` (5m, 1h) and `select_prices` frames. `params`:
+    the kernels' windows; the default is keys.py's, which name the columns (tests alter a window to
+    show the oracle comparison catches it)."""
     with worker_pool() as pool:
         b5, b1, px = (
             f.result()
@@ -145,35 +150,29 @@ def compute_snapshots(
             segs1, HOUR_MS, b1, px, fallback_1h, {s.rank: s.start for s in segs1}, "market_bars (1h)", pool
         )
         n5, n1 = c5.bars.shape[1], c1.bars.shape[1]
-        hour_rows = _hour_rows(coins, n5 // GROUP, n1)
-        fam = alloc((len(FAMILY_KEYS), n5))
-        h1_out = alloc((len(H1_FLOATS), n5))
-        h1_flags_out = alloc((len(H1_FLAGS), n5), np.int8)
-        bits = alloc((len(FLOAT_OUTPUTS), (n5 + 7) // 8), np.uint8)
-        bits[:, : LOOK // 8] = 0
-        ts, date = alloc(n5, np.int64), alloc(n5, np.int32)
+        out = kernels.FiveMinuteOut(
+            family=alloc((len(FAMILY_KEYS), n5)),
+            h1=alloc((len(H1_FLOATS), n5)),
+            h1_flags=alloc((len(H1_FLAGS), n5), np.int8),
+            date=alloc(n5, np.int32),
+            bits=alloc((len(FLOAT_OUTPUTS), (n5 + 7) // 8), np.uint8),
+        )
+        out.bits[:, : LOOK // 8] = 0
+        ts = alloc(n5, np.int64)
         for c in coins:
             s = c.seg5
             ts[s.offset : s.offset + s.rows] = np.arange(s.start, s.start + s.rows * STEP_MS, STEP_MS)
-        h1, h1_valid, h1_flags = _hourly(c1, n1, pool)
-
-        def five_minute(s: int, e: int) -> None:
-            sc = scratch(len(FLOAT_OUTPUTS))
-            kernels.five_minute(
-                c5.bars, fam, s, e, CHUNK, LOOK, *WINDOWS, *sc.arrays, h1, h1_valid, h1_flags, hour_rows,
-                GROUP, ts, DAY_MS, h1_out, h1_flags_out, date, sc.flags, bits,
-            )  # fmt: skip
-
-        in_ranges(pool, five_minute, LOOK, n5)
-    floats = (c5.bars[0], c5.bars[1], *fam, *h1_out)
+        hourly = _hourly(c1, n1, _hour_rows(coins, n5 // GROUP, n1), params, pool)
+        in_ranges(pool, lambda s, e: kernels.five_minute(c5.bars, ts, hourly, out, params, s, e), LOOK, n5)
+    floats = (c5.bars[0], c5.bars[1], *out.family, *out.h1)
     canvas = pl.DataFrame(
         [
             pl.Series("ts", ts).cast(pl.Datetime("ms", "UTC")),
-            pl.Series("date", date).cast(pl.Date),
-            *(_float_series(k, v, b) for k, v, b in zip(FLOAT_OUTPUTS, floats, bits, strict=True)),
+            pl.Series("date", out.date).cast(pl.Date),
+            *(_float_series(k, v, b) for k, v, b in zip(FLOAT_OUTPUTS, floats, out.bits, strict=True)),
             pl.Series(BAR_FLAG_KEYS[0], c5.close_from_fallback),
             pl.Series(BAR_FLAG_KEYS[1], c5.bar_missing_flag),
-            *(pl.Series(k, v) for k, v in zip(H1_FLAGS, h1_flags_out, strict=True)),
+            *(pl.Series(k, v) for k, v in zip(H1_FLAGS, out.h1_flags, strict=True)),
         ]
     )
     parts = [
