@@ -523,7 +523,7 @@ class Maintenance(NamedTuple):
     uncommitted_files_removed: int  # files no version ever referenced (killed runs), older than it
     bytes_reclaimed: int
     kept_versions: tuple[int, ...]
-    kept_versions_missing_files: int  # > 0: a kept version had lost files (before this run)
+    kept_versions_missing_files: int  # > 0: a kept version lost files outside maintenance
 
 
 def maintain(
@@ -536,13 +536,22 @@ def maintain(
     """Compact `table`'s small files, then vacuum it: delete files replaced more than
     `retention_hours` ago and uncommitted files older than that, except any file that a version
     in `keep` references. Versions newer than the retention window stay readable; the current one
-    always does. See the section comment above for why the window must outlast every run."""
+    always does. See the section comment above for why the window must outlast every run.
+
+    Windows over 168 h need the table's `delta.deletedFileRetentionDuration` (7 days) raised to
+    match: checkpoints drop older tombstones, and vacuum then judges a replaced file by its write
+    time. Kept versions are safe either way (their files are listed from their own snapshots)."""
     from deltalake import WriterProperties
 
     if retention_hours < 0:
         raise ValueError(f"lake table {table!r}: retention_hours must be >= 0, got {retention_hours}")
     keep = tuple(sorted(set(keep)))
     current = DeltaTable(uri(table), storage_options=storage_options())
+    unknown = [v for v in keep if not 0 <= v <= current.version()]
+    if unknown:
+        raise ValueError(
+            f"lake table {table!r}: cannot keep versions {unknown}, it has 0..{current.version()}"
+        )
     files_before = len(current.get_add_actions(flatten=True))
     compaction = "off"
     if compact:

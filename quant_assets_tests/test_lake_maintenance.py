@@ -80,6 +80,8 @@ def test_a_pinned_old_version_stays_readable_and_an_unpinned_one_past_the_window
     assert len(lake.missing_files("t", 1)) == 2
     with pytest.raises(Exception, match=r"(?i)not found|no such file"):
         lake.read("t", version=1)
+    with pytest.raises(ValueError, match=r"'t': cannot keep versions \[5\], it has 0\.\.\d+"):
+        lake.maintain("t", retention_hours=0, keep=[0, 5])
 
 
 def test_versions_replaced_within_the_window_stay_readable():

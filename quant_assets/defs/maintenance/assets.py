@@ -28,9 +28,11 @@ class LakeMaintenanceConfig(dg.Config):
     retention_hours: int = Field(
         default=DEFAULT_RETENTION_HOURS,
         ge=0,
+        # Past the tables' 7-day tombstone retention, vacuum would judge replaced files by write time.
+        le=DEFAULT_RETENTION_HOURS,
         description="Delete files replaced longer ago than this, and uncommitted files older than this. "
         "Versions newer than the window stay readable. Must exceed the longest run: a shorter window "
-        "deletes the files of a run still writing.",
+        "deletes the files of a run still writing. At most 168 (the tables' tombstone retention).",
     )
     compact: bool = Field(default=True, description="Compact small files before vacuuming.")
     target_file_mb: int = Field(default=128, ge=1, description="Size compaction aims for, per file.")
