@@ -18,7 +18,12 @@ class MarketDataSource(dg.ConfigurableResource):
     archive for the past, REST for the days it has not published). Every field left unset
     falls back to its environment variable, so any command (`make demo` included) can switch
     source, seed or signal without editing config: QUANT_ASSETS_SOURCE, QUANT_ASSETS_SIM_SEED,
-    QUANT_ASSETS_SIM_SIGNAL, QUANT_ASSETS_ARCHIVE_ROOT, QUANT_ASSETS_CACHE.
+    QUANT_ASSETS_SIM_SIGNAL, QUANT_ASSETS_ARCHIVE_ROOT, QUANT_ASSETS_CACHE, QUANT_ASSETS_USE_REST.
+
+    binance only: `use_rest` false (or QUANT_ASSETS_USE_REST=0) reads the archive alone, so an
+    offline mirror never calls REST and the days it lacks stay reported gaps; `strict` false
+    quarantines implausible bars (dropped, counted and listed in the run's `source_report`)
+    instead of failing the run on the first one.
     """
 
     kind: str | None = None
@@ -26,8 +31,9 @@ class MarketDataSource(dg.ConfigurableResource):
     signal_strength: float | None = None
     archive_root: str | None = None
     cache_dir: str | None = None
-    use_rest: bool = True
+    use_rest: bool | None = None
     events_jsonl: str | None = None
+    strict: bool = True
 
     def resolved_kind(self) -> str:
         kind = self.kind or os.environ.get("QUANT_ASSETS_SOURCE", "synthetic")
@@ -47,6 +53,7 @@ class MarketDataSource(dg.ConfigurableResource):
             cache_dir=self.cache_dir,
             use_rest=self.use_rest,
             events_jsonl=self.events_jsonl,
+            strict=self.strict,
         )
 
 

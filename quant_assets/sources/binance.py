@@ -15,9 +15,11 @@
   QUANT_ASSETS_EVENTS_JSONL) is set, see `events_jsonl`; otherwise empty.
 - prices, onchain_signals: not provided by Binance; empty frames and a note.
 
-Missing upstream files are coverage gaps listed in `last_report`, never errors; corrupt input
-raises an error naming the file, row and field (`ArchiveFormatError`, `ArchiveIntegrityError`,
-`RestError`). No Dagster here: defs/raw calls this class.
+Missing upstream files, and files that hold no rows, are coverage gaps listed in `last_report`
+(`missing_files`, `empty_files`, `gap_days`), never errors; corrupt input raises an error naming
+the file, row and field (`ArchiveFormatError`, `ArchiveIntegrityError`, `RestError`). REST is
+used unless `use_rest=False` or QUANT_ASSETS_USE_REST=0 (archive only, e.g. an offline mirror).
+No Dagster here: defs/raw calls this class.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ MARKETS = {"spot": "spot_klines", "usdm": "usdm_klines"}
 # would pay if today's premium persisted and were charged every funding interval (8h -> 1095).
 FUNDING_PERIODS_PER_YEAR = dt.timedelta(days=365) / FUNDING_INTERVAL
 REST_SPOT, REST_FUTURES = "https://api.binance.com", "https://fapi.binance.com"
+USE_REST_ENV = "QUANT_ASSETS_USE_REST"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def use_rest_from_env(default: bool = True) -> bool:
+    """QUANT_ASSETS_USE_REST as a bool (1/true/yes/on or 0/false/no/off); `default` when unset."""
+    raw = os.environ.get(USE_REST_ENV, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE or raw in _FALSE:
+        return raw in _TRUE
+    raise ValueError(f"{USE_REST_ENV}={raw!r}: expected one of {_TRUE + _FALSE}")
 
 
 class BinanceSource:
@@ -56,7 +70,7 @@ class BinanceSource:
         cache_dir: str | None = None,
         rest_base_spot: str | None = None,
         rest_base_futures: str | None = None,
-        use_rest: bool = True,
+        use_rest: bool | None = None,
         events_jsonl: str | None = None,
         http_timeout: float = 10.0,
         max_retries: int = 5,
@@ -77,7 +91,8 @@ class BinanceSource:
             max_workers=max_workers,
         )
         self.archive = BinanceArchive(self.store, strict=strict, max_workers=max_workers)
-        self.use_rest = use_rest
+        # None: QUANT_ASSETS_USE_REST decides (default on), so an offline mirror needs no code
+        self.use_rest = use_rest_from_env() if use_rest is None else use_rest
         self.strict = strict
         self._rest_args = dict(
             base_spot=rest_base_spot or os.environ.get("QUANT_ASSETS_REST_SPOT") or REST_SPOT,
@@ -163,6 +178,7 @@ class _Run:
                 "files_read": 0,
                 "files_missing": 0,
                 "missing_files": [],
+                "empty_files": [],
                 "rest_days": 0,
                 "gap_days": {},
                 "before_listing_days": 0,
@@ -181,15 +197,23 @@ class _Run:
             notes.append(text)
 
     def account(
-        self, table: str, label: str, read: ArchiveRead, gaps: Iterable[dt.date], rest_days: int
+        self, table: str, label: str, read: ArchiveRead, filled: Iterable[dt.date], rest_days: int
     ) -> None:
+        """Count `read`'s files; its missing days not `filled` by another source are gaps.
+
+        Gaps come from the files, not from which dates the rows carry: a snapshot file's
+        boundary row dated the next day must not hide that day's missing file.
+        """
         e = self.entry(table)
         e["files_read"] += len(read.covered_files)
         e["files_missing"] += len(read.missing_files)
         e["missing_files"].extend(read.missing_files)
+        e["empty_files"].extend(read.empty_files)
+        if read.empty_files:
+            self.note(table, "archive files holding no rows are gaps (listed in empty_files)")
         e["rest_days"] += rest_days
         e["before_listing_days"] += len(read.before_listing)
-        gaps = sorted(set(gaps))
+        gaps = sorted(read.missing_days - set(filled))
         if gaps:
             e["gap_days"][label] = [d.isoformat() for d in gaps]
         self.account_notes(table, read.notes)
@@ -277,12 +301,10 @@ class _Run:
                     df, notes = self.src.rest.klines(market, symbol, "5m", lo, hi, strict=self.src.strict)
                     read.notes.merge(notes)
                     rest.append(df)
-            rest_days = len(self.days_of(pl.concat(rest))) if rest else 0
+            filled = self.days_of(pl.concat(rest)) if rest else set()
             frames = ([read.frame] if read.frame.height else []) + rest
             got = pl.concat(frames) if frames else RAW_TABLES["market_bars"].empty()
-            self.account(
-                "market_bars", f"{symbol} {market} 5m", read, read.missing_days - self.days_of(got), rest_days
-            )
+            self.account("market_bars", f"{symbol} {market} 5m", read, filled, len(filled))
             self._bars5[key] = got
         return self._bars5[key]
 
@@ -302,9 +324,7 @@ class _Run:
                         "1h bars of days without a 1h file are aggregated from complete 5m hours",
                     )
                 got = pl.concat(hour) if hour else RAW_TABLES["market_bars"].empty()
-                self.account(
-                    "market_bars", f"{symbol} {market} 1h", read, read.missing_days - self.days_of(got), 0
-                )
+                self.account("market_bars", f"{symbol} {market} 1h", read, self.days_of(derived), 0)
                 frames.extend([five, got])
         return pl.concat(frames) if frames else RAW_TABLES["market_bars"].empty()
 
@@ -315,14 +335,14 @@ class _Run:
         for symbol in self.src.symbols:
             read = self.src.archive.read("funding", symbol, self.days, self.today)
             got = [read.frame] if read.frame.height else []
-            rest_days = 0
+            filled: set[dt.date] = set()
             if self.src.use_rest and read.missing_days:
                 for lo, hi in self.rest_ranges(read.missing_days):
                     df = self.src.rest.funding_rates(symbol, lo, hi)
-                    rest_days += len(self.days_of(df))
+                    filled |= self.days_of(df)
                     got.append(df)
             frame = pl.concat(got) if got else RAW_TABLES["funding_rates"].empty()
-            self.account("funding_rates", symbol, read, read.missing_days - self.days_of(frame), rest_days)
+            self.account("funding_rates", symbol, read, filled, len(filled))
             frames.append(frame)
         return pl.concat(frames)
 
@@ -333,7 +353,7 @@ class _Run:
         for symbol in self.src.symbols:
             read = self.src.archive.read("metrics", symbol, self.days, self.today)
             got = [read.frame] if read.frame.height else []
-            rest_days = 0
+            filled: set[dt.date] = set()
             if self.src.use_rest and read.missing_days:
                 oldest = (self.src.rest.now() - FUTURES_DATA_RETENTION).date()
                 too_old = {d for d in read.missing_days if d <= oldest}
@@ -345,12 +365,13 @@ class _Run:
                 recent = read.missing_days - too_old
                 for lo, hi in self.rest_ranges(recent):
                     df = self.src.rest.futures_data(symbol, lo, hi)
-                    rest_days += len(self.days_of(df))
+                    # the snapshot at a missing day's 00:00 may already be the previous day's
+                    # file's last (end-of-period) row: the archive's row is kept
+                    df = df.join(read.frame.select("ts"), on="ts", how="anti") if read.frame.height else df
+                    filled |= self.days_of(df)
                     got.append(df)
             frame = pl.concat(got) if got else RAW_TABLES["derivatives_metrics"].empty()
-            self.account(
-                "derivatives_metrics", symbol, read, read.missing_days - self.days_of(frame), rest_days
-            )
+            self.account("derivatives_metrics", symbol, read, filled, len(filled))
             if frame.height:
                 frames.append(self.add_basis(symbol, frame))
         return pl.concat(frames) if frames else RAW_TABLES["derivatives_metrics"].empty()
@@ -409,15 +430,15 @@ class _Run:
         for symbol in self.src.symbols:
             read = self.src.archive.read("book_depth", symbol, self.days, self.today, until=self.until)
             got = [read.frame] if read.frame.height else []
-            rest_days = 0
+            filled: set[dt.date] = set()
             if live and self.today in read.missing_days and self.start <= self.today < self.end:
                 row, notes = self.src.rest.depth_snapshot(symbol)
                 for n in notes:
                     self.note("orderbook_l2", n)
                 got.append(row)
-                rest_days = 1
+                filled = self.days_of(row)
             frame = pl.concat(got) if got else RAW_TABLES["orderbook_l2"].empty()
-            self.account("orderbook_l2", symbol, read, read.missing_days - self.days_of(frame), rest_days)
+            self.account("orderbook_l2", symbol, read, filled, len(filled))
             frames.append(frame)
         if self.entry("orderbook_l2")["gap_days"]:
             self.note(

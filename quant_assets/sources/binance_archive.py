@@ -17,8 +17,14 @@ Rules:
 - Every zip is checked against its CHECKSUM before it is opened; the zip must hold exactly one
   CSV named like the zip, which catches a file of another symbol or day put in the wrong place.
 - A file that does not exist (HTTP 404, or absent from a local mirror) is a coverage gap,
-  recorded in `ArchiveRead.missing`, not an error; days before a coin's listing (spot or
+  recorded in `ArchiveRead.missing_files`, not an error; days before a coin's listing (spot or
   perpetual, from `universe`) are not even asked for.
+- A verified zip whose CSV holds no rows (empty, or a header only) is a gap too, listed in
+  `ArchiveRead.empty_files`: its days are missing (REST may fill them), never silently empty.
+  An empty monthly file falls back to the month's daily files like a missing one.
+- Each row must lie in its file's day or month (see `binance_format`); rows of snapshot files
+  that carry the first instant of the next day may meet that day's own rows: the later
+  file's row wins, counted in `conflicts_resolved` (or `duplicates` when identical).
 - Downloads are cached under `cache_dir` in the same layout, written to a temporary file and
   renamed (a crash never leaves a half file that looks whole), and re-verified on every read,
   so a re-run downloads nothing it already has. A 404 for a file whose period ended more than
@@ -46,6 +52,7 @@ from dataclasses import dataclass, field
 import httpx
 import polars as pl
 
+from quant_assets.periods import next_month
 from quant_assets.sources.binance_format import (
     KLINE_COLUMNS,
     ArchiveFormatError,
@@ -359,6 +366,7 @@ class ArchiveRead:
     covered: set[dt.date] = field(default_factory=set)
     covered_files: list[str] = field(default_factory=list)
     missing_files: list[str] = field(default_factory=list)
+    empty_files: list[str] = field(default_factory=list)  # verified zips whose CSV holds no rows
     missing_days: set[dt.date] = field(default_factory=set)
     before_listing: set[dt.date] = field(default_factory=set)
     notes: ParseNotes = field(default_factory=ParseNotes)
@@ -369,6 +377,17 @@ class _Job:
     rel: str
     period: str
     days: tuple[dt.date, ...]
+
+    def span(self) -> tuple[dt.datetime, dt.datetime]:
+        """[start, end) of the day or month the file covers."""
+        first = self.days[0] if self.period == "daily" else self.days[0].replace(day=1)
+        end = first + dt.timedelta(days=1) if self.period == "daily" else next_month(first)
+        return (dt.datetime.combine(first, dt.time(), dt.UTC), dt.datetime.combine(end, dt.time(), dt.UTC))
+
+
+EMPTY = "empty"  # a `_run` result: the file exists and verifies but holds no rows
+# Datasets of snapshots whose files may overlap at a day boundary (see SNAPSHOT_PERIOD_GRACE).
+SNAPSHOT_DATASETS = ("metrics", "book_depth")
 
 
 class BinanceArchive:
@@ -403,7 +422,9 @@ class BinanceArchive:
         results = self._run(ds, symbol, tf, jobs, until)
         retry: list[_Job] = []
         for job, res in zip(jobs, results, strict=True):
-            if res is None and job.period == "monthly" and "daily" in ds.periods:
+            if res in (None, EMPTY) and job.period == "monthly" and "daily" in ds.periods:
+                if res == EMPTY:
+                    out.empty_files.append(job.rel)
                 retry.extend(self._daily_jobs(ds, symbol, tf, job.days))
             else:
                 self._collect(out, frames, job, res)
@@ -417,12 +438,14 @@ class BinanceArchive:
                 frame = frame.filter(pl.col("date").is_in(sorted(wanted)))
             else:  # premium index rows have no date column yet
                 frame = frame.filter(pl.col("ts").dt.date().is_in(sorted(wanted)))
+            if ds.name in SNAPSHOT_DATASETS:
+                frame = _merge_boundary_rows(frame, out.notes)
         out.frame = frame
         return out
 
     def _collect(self, out: ArchiveRead, frames: list, job: _Job, res) -> None:
-        if res is None:
-            out.missing_files.append(job.rel)
+        if res is None or res == EMPTY:
+            (out.missing_files if res is None else out.empty_files).append(job.rel)
             out.missing_days.update(job.days)
             return
         frame, notes = res
@@ -467,7 +490,7 @@ class BinanceArchive:
             if data is None:
                 return None
             name, text = unzip_csv(job.rel, data)
-            return self._parse(ds, f"{job.rel}:{name}", text, symbol, tf, until)
+            return self._parse(ds, f"{job.rel}:{name}", text, symbol, tf, until, job.span())
 
         if len(jobs) == 1 or self.max_workers <= 1:
             return [one(j) for j in jobs]
@@ -475,10 +498,20 @@ class BinanceArchive:
             return list(pool.map(one, jobs))
 
     def _parse(
-        self, ds: Dataset, name: str, text: bytes, symbol: str, tf: str, until: dt.datetime | None
-    ) -> tuple[pl.DataFrame, ParseNotes]:
+        self,
+        ds: Dataset,
+        name: str,
+        text: bytes,
+        symbol: str,
+        tf: str,
+        until: dt.datetime | None,
+        span: tuple[dt.datetime, dt.datetime],
+    ) -> tuple[pl.DataFrame, ParseNotes] | str:
         notes = ParseNotes()
         src = StringRows.from_csv(text, name, ds.ncols, ds.first_is_data)
+        if src.height == 0:
+            return EMPTY
+        src.period = span
         if ds.name in ("spot_klines", "usdm_klines"):
             market = "spot" if ds.name == "spot_klines" else "usdm"
             return klines_frame(src, symbol, market, tf, notes, strict=self.strict), notes
@@ -491,6 +524,18 @@ class BinanceArchive:
         if ds.name == "book_depth":
             return book_depth_frame(src, symbol, notes, until), notes
         raise KeyError(ds.name)
+
+
+def _merge_boundary_rows(frame: pl.DataFrame, notes: ParseNotes) -> pl.DataFrame:
+    """One row per ts across a snapshot dataset's files: the later file's row wins (files are
+    concatenated in day order), counted like the in-file conflicts."""
+    n = frame.height
+    frame = frame.unique(keep="first", maintain_order=True)
+    notes.duplicates += n - frame.height
+    n = frame.height
+    frame = frame.unique(subset=["ts"], keep="last", maintain_order=True)
+    notes.conflicts_resolved += n - frame.height
+    return frame
 
 
 def _listing(symbol: str, perp: bool) -> dt.date | None:

@@ -8,7 +8,11 @@ The same converters serve the archive and REST, so both paths share one set of r
   cannot be a real trade record, so by default (`strict=True`) it is an error too; with
   `strict=False` the row is quarantined: dropped, counted and listed (file, row, field, reason)
   in `ParseNotes`, never silently;
-- exact duplicate rows are dropped and counted; rows are returned sorted by time.
+- exact duplicate rows are dropped and counted; rows are returned sorted by time;
+- a row of an archive file stamped outside the file's day (or month) raises
+  `ArchiveFormatError` too: kept, it would fill another day's gap or clash with that day's
+  own file. Snapshot files (metrics, bookDepth) may carry the first instant after their
+  period, where the archive puts an end-of-period label (`SNAPSHOT_PERIOD_GRACE`).
 Time fields are epoch integers in milliseconds or, in spot files from 2025-01-01 on,
 microseconds; the unit is detected per value by magnitude (ms stays below 1e14 until the
 year 5138, us is above 1e15 since 2001).
@@ -28,6 +32,10 @@ from quant_assets.universe import TIMEFRAMES
 US_THRESHOLD = 10**14  # epoch values above this are microseconds
 KLINE_COLUMNS = 12
 FIVE_MIN = dt.timedelta(minutes=5)
+# Until 2026-06-25 a daily USD-M metrics file ran 00:05 .. 00:00 of the next day (each row
+# labelled with the END of its 5 minutes); from then on 00:00 .. 23:55. A snapshot file may
+# therefore hold rows up to (not including) one snapshot interval after its period.
+SNAPSHOT_PERIOD_GRACE = FIVE_MIN
 # Archive metrics header -> derivatives_metrics column. The archive's names are misleading:
 # "count_toptrader..." is the top traders' ACCOUNT ratio, "sum_toptrader..." their POSITION ratio.
 METRICS_COLUMNS = {
@@ -70,6 +78,8 @@ class StringRows:
         self.rows = rows  # 1-based line number of each row in the file
         self.source = source
         self.header = header
+        # [start, end) of the day or month an archive file covers; None for REST responses
+        self.period: tuple[dt.datetime, dt.datetime] | None = None
 
     @property
     def height(self) -> int:
@@ -158,6 +168,23 @@ class StringRows:
             raise self.fail(bad[0], name, self.raw(i)[bad[0]], "is not a time after 1970")
         return ms.cast(pl.Datetime("ms")).dt.replace_time_zone("UTC").rename(name)
 
+    def check_period(self, t: pl.Series, i: int, name: str, grace: dt.timedelta = dt.timedelta(0)) -> None:
+        """Every time `t` (parsed from field `i`) lies in this file's period [start, end + grace)."""
+        if self.period is None:
+            return
+        start, end = self.period
+        out = ((t < start) | (t >= end + grace)).arg_true()
+        if out.len():
+            at = out[0]
+            span = f"{start:%Y-%m-%d}" if end - start == dt.timedelta(days=1) else f"{start:%Y-%m}"
+            raise self.fail(
+                at,
+                name,
+                self.raw(i)[at],
+                f"is {t[at]:%Y-%m-%d %H:%M:%S} UTC, outside this file's period {span} "
+                "(a row of another day: kept, it would fill or clash with that day's data)",
+            )
+
     def time(self, i: int, name: str) -> pl.Series:
         """A time written as 'YYYY-MM-DD HH:MM:SS' (metrics, bookDepth) or as epoch ms/us."""
         raw = self.raw(i)
@@ -204,6 +231,7 @@ def klines_frame(
     """12-column klines (archive CSV or REST JSON) -> market_bars rows, checked, de-duplicated, sorted."""
     step = interval(timeframe)
     ts = src.epoch(0, "open_time")
+    src.check_period(ts, 0, "open_time")
     df = pl.DataFrame(
         [
             ts.rename("ts"),
@@ -351,13 +379,9 @@ def _dedupe(
 
 def premium_frame(src: StringRows, symbol: str, timeframe: str = "5m") -> pl.DataFrame:
     """premiumIndexKlines -> (symbol, ts, premium): the premium index's close for the bar opened at ts."""
-    df = pl.DataFrame(
-        [
-            src.epoch(0, "open_time").rename("ts"),
-            src.number(4, "close").rename("premium"),
-            src.rows.rename("_row"),
-        ]
-    )
+    ts = src.epoch(0, "open_time")
+    src.check_period(ts, 0, "open_time")
+    df = pl.DataFrame([ts.rename("ts"), src.number(4, "close").rename("premium"), src.rows.rename("_row")])
     _check_grid(src, df, interval(timeframe), "open_time")
     df = _dedupe(src, df, ("ts",), ParseNotes())
     return df.with_columns(symbol=pl.lit(symbol)).select("symbol", "ts", "premium")
@@ -373,6 +397,7 @@ def funding_frame(
     rate is fixed at the settlement.
     """
     t = src.epoch(time_col, "funding_time")
+    src.check_period(t, time_col, "funding_time")
     rate = src.number(rate_col, "funding_rate")
     mark = src.number(mark_col, "mark_price", nullable=True) if mark_col is not None else None
     ts = t.dt.round("1m")
@@ -408,6 +433,7 @@ def metrics_frame(src: StringRows, symbol: str, notes: ParseNotes) -> pl.DataFra
             other[0], "symbol", sym[other[0]], f"is not {symbol}: the file holds another symbol's data"
         )
     created = src.time(pos["create_time"], "create_time")
+    src.check_period(created, pos["create_time"], "create_time", SNAPSHOT_PERIOD_GRACE)
     cols = [created.dt.truncate("5m").rename("ts"), (created + FIVE_MIN).rename("available_at")]
     for name, col in METRICS_COLUMNS.items():
         cols.append(src.number(pos[name], name, nullable=col in METRICS_NULLABLE).rename(col))
@@ -451,9 +477,11 @@ def book_depth_frame(
     stay null: the archive has no top of book. Snapshots taken after `until` are left out
     before bucketing, so a bucket still running at `until` holds the last snapshot seen by then.
     """
+    snap = src.time(0, "timestamp")
+    src.check_period(snap, 0, "timestamp", SNAPSHOT_PERIOD_GRACE)
     df = pl.DataFrame(
         [
-            src.time(0, "timestamp").rename("snap"),
+            snap.rename("snap"),
             src.number(1, "percentage").rename("pct"),
             src.number(2, "depth"),
             src.number(3, "notional"),
