@@ -53,7 +53,13 @@ class RuleOutcome:
     def sample_markdown(self) -> str:
         if self.sample is None or self.sample.height == 0:
             return ""
-        with pl.Config(tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True, tbl_width_chars=200):
+        # wide enough for whole values: a failing row's `reason` is the point of the sample
+        with pl.Config(
+            tbl_formatting="MARKDOWN",
+            tbl_hide_dataframe_shape=True,
+            tbl_width_chars=1000,
+            fmt_str_lengths=400,
+        ):
             return str(self.sample.head(SAMPLE_ROWS))
 
 
