@@ -35,7 +35,6 @@ Rules:
 
 from __future__ import annotations
 
-import calendar
 import datetime as dt
 import hashlib
 import io
@@ -460,11 +459,11 @@ class BinanceArchive:
         for d in days:
             by_month.setdefault((d.year, d.month), []).append(d)
         for (y, m), month_days in by_month.items():
-            n = calendar.monthrange(y, m)[1]
+            last = next_month(dt.date(y, m, 1)) - dt.timedelta(days=1)
             listed = _listing(symbol, ds.perp)
             first = max(dt.date(y, m, 1), listed) if listed else dt.date(y, m, 1)
-            whole = len(month_days) == (dt.date(y, m, n) - first).days + 1
-            finished = dt.date(y, m, n) < today
+            whole = len(month_days) == (last - first).days + 1
+            finished = last < today
             if "monthly" in ds.periods and ("daily" not in ds.periods or (whole and finished)):
                 jobs.append(
                     _Job(ds.rel("monthly", symbol, f"{y:04d}-{m:02d}", tf), "monthly", tuple(month_days))
@@ -482,15 +481,12 @@ class BinanceArchive:
             return []
 
         def one(job: _Job):
-            period_end = job.days[-1]
-            if job.period == "monthly":
-                d = job.days[0]
-                period_end = dt.date(d.year, d.month, calendar.monthrange(d.year, d.month)[1])
-            data = self.store.get(job.rel, period_end)
+            span = job.span()
+            data = self.store.get(job.rel, (span[1] - dt.timedelta(days=1)).date())  # the period's last day
             if data is None:
                 return None
             name, text = unzip_csv(job.rel, data)
-            return self._parse(ds, f"{job.rel}:{name}", text, symbol, tf, until, job.span())
+            return self._parse(ds, f"{job.rel}:{name}", text, symbol, tf, until, span)
 
         if len(jobs) == 1 or self.max_workers <= 1:
             return [one(j) for j in jobs]
