@@ -24,17 +24,19 @@ CHILD = textwrap.dedent(
     """
     import json, resource, sys, time, dagster as dg, polars as pl
     from quant_assets import lake
-    from quant_assets.cli import run_layer, LAYERS
+    from quant_assets.cli import run_layer
+    from quant_assets.defs.layers import LAYERS
     from quant_assets.partitions import monthly
     layers, start = sys.argv[1].split(","), sys.argv[2]
     inst = dg.DagsterInstance.get()
     keys = monthly.get_partition_keys()
     out = {"runs": 0, "layers": {}}
-    for name, selection, partitioned in LAYERS:
+    for layer in LAYERS:
+        name = layer.name
         if name not in layers:
             continue
         t0 = time.perf_counter()
-        res = run_layer(inst, selection, start if partitioned else None, keys[-1] if partitioned else None)
+        res = run_layer(inst, layer, *((start, keys[-1]) if layer.partitioned else ()))
         assert res.success, f"{name} run failed"
         out["runs"] += 1
         out.setdefault("seconds", {})[name] = round(time.perf_counter() - t0, 1)

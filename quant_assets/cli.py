@@ -1,6 +1,6 @@
 """Command line for the things a user does from a terminal: demo, backfill, summary.
 
-    python -m quant_assets.cli demo       # two latest months, raw -> audit (-> features), then a summary
+    python -m quant_assets.cli demo       # two latest months, raw -> features -> audit, then a summary
     python -m quant_assets.cli backfill   # 2018-01 -> the running month, one run per layer
     python -m quant_assets.cli summary    # what the lake holds and how the checks went
 
@@ -12,68 +12,92 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import socket
 import sys
 import time
+import warnings
 
 import dagster as dg
-import polars as pl
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from quant_assets import coverage, lake
-from quant_assets.definitions import ASSETS, CHECKS, defs
-from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS
-from quant_assets.instance import prepare_home
-from quant_assets.partitions import monthly
+# Before the definitions are imported: their decorators emit Beta/PreviewWarnings (backfill_policy,
+# ...) that a terminal user can do nothing about. Tests and the UI still show them.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-# Layers in run order: (name, asset selection, partitioned?)
-LAYERS: list[tuple[str, dg.AssetSelection, bool]] = [
-    ("raw", dg.AssetSelection.groups("raw"), True),
-    ("features", dg.AssetSelection.groups("features"), True),
-    ("audit", dg.AssetSelection.groups("audit"), False),
-]
+import polars as pl  # noqa: E402
+from dagster._core.storage.tags import (  # noqa: E402
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from quant_assets import coverage, lake  # noqa: E402
+from quant_assets.definitions import defs  # noqa: E402
+from quant_assets.defs.audit.assets import AUDIT_GROUP  # noqa: E402
+from quant_assets.defs.layers import ASSETS, AUDIT, CHECKS, LAYERS, Layer  # noqa: E402
+from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS  # noqa: E402
+from quant_assets.instance import HOST_TAG, prepare_home  # noqa: E402
+from quant_assets.partitions import monthly  # noqa: E402
+
+# Dagster logs every engine event at DEBUG (~190 lines for the demo); INFO keeps the assets'
+# own progress lines (one per month and table) and every warning and error.
+CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 UI_HINT = "Open the UI:  make ui   ->  http://127.0.0.1:3000  (runs, asset checks, lineage)"
 
 
 def run_layer(
     instance: dg.DagsterInstance,
-    selection: dg.AssetSelection,
-    first_key: str | None,
-    last_key: str | None,
+    layer: Layer,
+    first_key: str | None = None,
+    last_key: str | None = None,
     run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
-    """One run of `selection` over the partition range [first_key, last_key] (None: unpartitioned)."""
-    tags = {}
+    """One run of `layer` over the partition range [first_key, last_key]; unpartitioned layers take none."""
+    if layer.partitioned != (first_key is not None):
+        raise ValueError(
+            f"layer {layer.name!r} is {'' if layer.partitioned else 'not '}partitioned: "
+            f"got partition range {first_key!r}..{last_key!r}"
+        )
+    # The host lets run monitoring on a shared (Postgres) instance judge this process from here only.
+    tags = {HOST_TAG: socket.gethostname()}
     if first_key is not None:
-        tags = {ASSET_PARTITION_RANGE_START_TAG: first_key, ASSET_PARTITION_RANGE_END_TAG: last_key}
+        tags |= {
+            ASSET_PARTITION_RANGE_START_TAG: first_key,
+            ASSET_PARTITION_RANGE_END_TAG: last_key or first_key,
+        }
     return dg.materialize(
         [*ASSETS, *CHECKS],
         instance=instance,
-        selection=selection,
+        selection=layer.selection,
         tags=tags,
-        run_config=run_config or {},
+        run_config={**CONSOLE_INFO, **(run_config or {})},
         raise_on_error=False,
         resources=defs.resources,
     )
 
 
 def run_layers(instance, first_key: str, last_key: str, readiness_days: int | None = None) -> bool:
+    """Every layer that takes part in runs, in registry order, one run each; stop at a failed data layer."""
     ok = True
     checks: list = []
-    for name, selection, partitioned in LAYERS:
+    for layer in (lay for lay in LAYERS if lay.in_runs):
         t0 = time.monotonic()
         cfg = None
-        if name == "audit" and readiness_days is not None:
+        if layer is AUDIT and readiness_days is not None:
             cfg = {"ops": {"required_data_readiness": {"config": {"window_days": readiness_days}}}}
-        res = run_layer(
-            instance, selection, first_key if partitioned else None, last_key if partitioned else None, cfg
-        )
+        span = f"months {first_key[:7]} .. {last_key[:7]}" if layer.partitioned else "all history"
+        print(f"[{layer.name}] {span}: running", flush=True)
+        if layer.partitioned:
+            res = run_layer(instance, layer, first_key, last_key, cfg)
+        else:
+            res = run_layer(instance, layer, run_config=cfg)
         checks += res.get_asset_check_evaluations()
         print(
-            f"[{name}] run {res.run_id[:8]} {'succeeded' if res.success else 'FAILED'} "
-            f"in {time.monotonic() - t0:.1f} s"
+            f"[{layer.name}] run {res.run_id[:8]} {'succeeded' if res.success else 'FAILED'} "
+            f"in {time.monotonic() - t0:.1f} s",
+            flush=True,
         )
         ok &= res.success
-        if not res.success and name != "audit":
+        if not res.success and layer is not AUDIT:
             break  # a failed blocking check upstream: what follows would read bad data
     print_summary(checks)
     return ok
@@ -104,7 +128,7 @@ def print_summary(evaluations: list) -> None:
             continue
         s = (
             _table_summary(name)
-            if name not in ("required_data_readiness", "full_history_audit")
+            if graph.get(key).group_name != AUDIT_GROUP  # audit tables are not time series
             else {"rows": lake.read_table(name).height}
         )
         results = by_asset.get(name, [])
@@ -173,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="materialise the two latest months of every layer and print a summary")
     demo.add_argument("--months", type=int, default=2)
     back = sub.add_parser(
-        "backfill", help="materialise a range of months (default 2018-01 -> now) in one run"
+        "backfill", help="materialise a range of months (default 2018-01 -> now), one run per layer"
     )
     back.add_argument("--start", default=monthly.get_first_partition_key())
     back.add_argument(

@@ -1,26 +1,19 @@
-"""The one Definitions object: assembly only; every piece lives in its layer under defs/."""
+"""The one Definitions object: assembly only; the layers are listed in defs/layers.py."""
 
 import dagster as dg
 
-from quant_assets.defs.audit.assets import full_history_audit, required_data_readiness
-from quant_assets.defs.audit.checks import readiness_ready
-from quant_assets.defs.features.assets import feature_assets
-from quant_assets.defs.features.automation import automation_sensor, features_job
-from quant_assets.defs.features.checks import feature_checks
-from quant_assets.defs.maintenance.assets import lake_maintenance
-from quant_assets.defs.maintenance.automation import lake_maintenance_job, weekly_lake_maintenance
-from quant_assets.defs.raw.assets import raw_tables
-from quant_assets.defs.raw.automation import audit_job, daily_audits, daily_running_month, raw_job
-from quant_assets.defs.raw.checks import raw_checks
+from quant_assets.defs.features.automation import automation_sensor
+from quant_assets.defs.layers import ASSETS, CHECKS, JOBS
+from quant_assets.defs.maintenance.automation import weekly_lake_maintenance
+from quant_assets.defs.raw.automation import daily_audits, daily_running_month
 from quant_assets.resources import default_resources
 
-ASSETS = [raw_tables, required_data_readiness, full_history_audit, *feature_assets]
-CHECKS = [*raw_checks, readiness_ready, *feature_checks]
+__all__ = ["ASSETS", "CHECKS", "defs"]
 
 defs = dg.Definitions(
-    assets=[*ASSETS, lake_maintenance],
+    assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=[raw_job, audit_job, features_job, lake_maintenance_job],
+    jobs=JOBS,
     schedules=[daily_running_month, daily_audits, weekly_lake_maintenance],
     sensors=[automation_sensor],
     resources=default_resources(),

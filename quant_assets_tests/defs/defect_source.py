@@ -10,6 +10,9 @@ import polars as pl
 
 from quant_assets.resources import MarketDataSource
 
+DUPLICATED_BARS = 3  # "duplicate_bars": the first 3 bars again, so 3 keys each held by 2 rows
+HIGH_BELOW_LOW_BARS = 5  # "high_below_low": the first 5 bars get high = low / 2
+
 
 class DefectiveSource:
     def __init__(self, inner, defect: str):
@@ -20,10 +23,10 @@ class DefectiveSource:
         bars = frames.get("market_bars")
         if bars is not None and bars.height:
             if self.defect == "duplicate_bars":
-                frames["market_bars"] = pl.concat([bars, bars.head(3)])
+                frames["market_bars"] = pl.concat([bars, bars.head(DUPLICATED_BARS)])
             elif self.defect == "high_below_low":
                 frames["market_bars"] = bars.with_columns(
-                    pl.when(pl.int_range(pl.len()) < 5)
+                    pl.when(pl.int_range(pl.len()) < HIGH_BELOW_LOW_BARS)
                     .then(pl.col("low") * 0.5)
                     .otherwise(pl.col("high"))
                     .alias("high")

@@ -8,15 +8,21 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from quant_assets import lake
+from quant_assets import coverage, lake
 from quant_assets.cli import run_layer
 from quant_assets.definitions import ASSETS, CHECKS
+from quant_assets.defs.layers import AUDIT, RAW
 from quant_assets.resources import MarketDataSource
 from quant_assets.schemas import RAW_TABLE_NAMES
-from quant_assets_tests.defs.defect_source import DefectiveSourceResource
+from quant_assets.universe import SYMBOLS, TIMEFRAMES
+from quant_assets_tests.defs.defect_source import (
+    DUPLICATED_BARS,
+    HIGH_BELOW_LOW_BARS,
+    DefectiveSourceResource,
+)
 
-RAW = dg.AssetSelection.groups("raw")
-AUDIT = dg.AssetSelection.groups("audit")
+# One evaluation per rule per table: what the raw layer declares, not a retyped count.
+RAW_CHECK_COUNT = sum(len(c.check_keys) for c in RAW.checks)
 
 
 def snapshot(start: str, end: str) -> dict[str, pl.DataFrame]:
@@ -33,20 +39,18 @@ def test_one_month_of_every_raw_and_audit_asset_passes_all_checks():
     raw = run_layer(inst, RAW, "2024-03-01", "2024-03-01")
     assert raw.success
     evaluations = raw.get_asset_check_evaluations()
-    assert len(evaluations) == 39 and all(ev.passed for ev in evaluations)
+    assert len(evaluations) == RAW_CHECK_COUNT and all(ev.passed for ev in evaluations)
     assert {m.asset_key.to_user_string() for m in raw.get_asset_materialization_events()} == set(
         RAW_TABLE_NAMES
     )
     bars = lake.read("market_bars")
-    assert bars.get_column("symbol").n_unique() == 10
-    assert set(bars.get_column("timeframe")) == {"5m", "1h"}
+    assert set(bars.get_column("symbol")) == set(SYMBOLS)
+    assert set(bars.get_column("timeframe")) == set(TIMEFRAMES)
 
     audit = run_layer(
         inst,
         AUDIT,
-        None,
-        None,
-        {
+        run_config={
             "ops": {
                 "required_data_readiness": {
                     "config": {"window_days": 30, "as_of": "2024-03-31T00:00:00+00:00"}
@@ -58,7 +62,8 @@ def test_one_month_of_every_raw_and_audit_asset_passes_all_checks():
     [gate] = audit.get_asset_check_evaluations()
     assert gate.check_name == "readiness_ready" and gate.passed
     ready = lake.read_table("required_data_readiness")
-    assert ready.height == 6 * 10 and ready.get_column("coverage").min() >= 0.99
+    assert ready.height == len(coverage.REQUIRED_TABLES) * len(SYMBOLS)
+    assert ready.get_column("coverage").min() >= coverage.MIN_REQUIRED_COVERAGE
     history = lake.read_table("full_history_audit")
     march = history.filter(pl.col("month") == "2024-03", pl.col("table") == "market_bars")
     assert march.get_column("coverage").min() > 0.99
@@ -71,9 +76,7 @@ def test_readiness_gate_fails_when_the_window_is_not_covered():
     audit = run_layer(
         inst,
         AUDIT,
-        None,
-        None,
-        {
+        run_config={
             "ops": {
                 "required_data_readiness": {
                     "config": {"window_days": 60, "as_of": "2024-04-01T00:00:00+00:00"}
@@ -83,7 +86,9 @@ def test_readiness_gate_fails_when_the_window_is_not_covered():
     )
     assert not audit.success
     [gate] = audit.get_asset_check_evaluations()
-    assert not gate.passed and gate.metadata["pairs_not_ready"].value == 60
+    # Only March of a 60-day window: every (required table, coin) pair is short, all coins listed.
+    assert not gate.passed
+    assert gate.metadata["pairs_not_ready"].value == len(coverage.REQUIRED_TABLES) * len(SYMBOLS)
 
 
 def test_a_month_built_alone_equals_the_same_month_inside_a_three_month_cli_run(tmp_path):
@@ -99,7 +104,7 @@ def test_a_month_built_alone_equals_the_same_month_inside_a_three_month_cli_run(
         "-m",
         "quant_assets.definitions",
         "--select",
-        "group:raw",
+        f"group:{RAW.group}",
         "--partition-range",
         "2021-04-01...2021-06-01",
     ]
@@ -125,12 +130,16 @@ def test_a_month_built_alone_equals_the_same_month_inside_a_three_month_cli_run(
 
 
 @pytest.mark.parametrize(
-    ("defect", "failing"), [("duplicate_bars", "unique_key"), ("high_below_low", "ohlc_sanity")]
+    ("defect", "failing", "failed_rows"),
+    [
+        ("duplicate_bars", "unique_key", 2 * DUPLICATED_BARS),  # both rows of each duplicated key
+        ("high_below_low", "ohlc_sanity", HIGH_BELOW_LOW_BARS),
+    ],
 )
-def test_a_corrupt_source_fails_its_blocking_check_with_a_count_and_sample(defect, failing):
+def test_a_corrupt_source_fails_its_blocking_check_with_a_count_and_sample(defect, failing, failed_rows):
     res = dg.materialize(
         [*ASSETS, *CHECKS],
-        selection=RAW,
+        selection=RAW.selection,
         partition_key="2024-03-01",
         raise_on_error=False,
         resources={"source": DefectiveSourceResource(defect=defect)},
@@ -140,7 +149,7 @@ def test_a_corrupt_source_fails_its_blocking_check_with_a_count_and_sample(defec
     assert set(failed) == {failing}
     ev = failed[failing]
     assert ev.asset_key.to_user_string() == "market_bars"
-    assert ev.metadata["failed_rows"].value in {3 * 2, 5}
+    assert ev.metadata["failed_rows"].value == failed_rows
     assert "|" in ev.metadata["failing_rows_sample"].value
     assert res.get_failed_step_keys() == {"market_bars_quality"}
 

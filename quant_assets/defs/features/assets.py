@@ -26,7 +26,12 @@ POLICY = dg.BackfillPolicy.single_run()
 # A month reads the tail of the previous month (look-back); labels read the head of the next.
 LOOK_BACK = dg.TimeWindowPartitionMapping(start_offset=-1)
 LOOK_BACK_AND_AHEAD = dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=1)
-AUTOMATION = dg.AutomationCondition.eager()
+# Eager, but only on checked data: eager() alone ignores check results, so after a daily raw run
+# that failed a blocking check the next sensor tick would rebuild the month from the bad rows.
+# The check condition waits until every upstream blocking check has passed (a later, fixed run).
+AUTOMATION = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager_after_upstream_checks_pass")
 
 
 def _utc(d: dt.date) -> dt.datetime:

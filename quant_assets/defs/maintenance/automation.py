@@ -3,13 +3,9 @@ daily raw run at 00:20 and the audits at 00:50 are long done by 03:30)."""
 
 import dagster as dg
 
-from quant_assets.defs.maintenance.assets import lake_maintenance
+from quant_assets.defs.layers import MAINTENANCE
 
-lake_maintenance_job = dg.define_asset_job(
-    "lake_maintenance_job",
-    selection=dg.AssetSelection.assets(lake_maintenance),
-    description="Compact and vacuum every lake table (retention window in the asset's config).",
-)
+lake_maintenance_job = MAINTENANCE.job  # the layer's job (defs/layers.py)
 
 
 @dg.schedule(

@@ -2,20 +2,11 @@
 
 import dagster as dg
 
-from quant_assets.defs.raw.assets import RAW_KEYS
+from quant_assets.defs.layers import AUDIT, RAW
 from quant_assets.partitions import monthly
 
-raw_job = dg.define_asset_job(
-    "raw_job",
-    selection=dg.AssetSelection.assets(*RAW_KEYS),
-    partitions_def=monthly,
-    description="Raw layer (all raw tables and their checks) for a month or a range of months.",
-)
-audit_job = dg.define_asset_job(
-    "audit_job",
-    selection=dg.AssetSelection.groups("audit"),
-    description="Coverage audits: readiness (420 days) and full history.",
-)
+# The layers' own jobs (defs/layers.py), so the schedules run exactly what the CLI and the UI run.
+raw_job, audit_job = RAW.job, AUDIT.job
 
 
 @dg.schedule(

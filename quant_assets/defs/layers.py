@@ -1,0 +1,92 @@
+"""The one list of layers: definitions.py, the jobs, the CLI and the tests all derive from it.
+
+A layer is a Dagster group: its assets, their checks, whether it is monthly-partitioned and
+its job (`<name>_job`). Order is run order (the CLI's demo and backfill run the `in_runs` layers one run
+each, in this order). A new layer (models, evaluation, operations) is one more line here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from quant_assets.coverage import READINESS_WINDOW_DAYS
+from quant_assets.defs.audit.assets import AUDIT_GROUP, full_history_audit, required_data_readiness
+from quant_assets.defs.audit.checks import readiness_ready
+from quant_assets.defs.features.assets import FEATURE_GROUP, feature_assets
+from quant_assets.defs.features.checks import feature_checks
+from quant_assets.defs.maintenance.assets import MAINTENANCE_GROUP, lake_maintenance
+from quant_assets.defs.raw.assets import RAW_GROUP, raw_tables
+from quant_assets.defs.raw.checks import raw_checks
+from quant_assets.partitions import monthly
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    group: str
+    assets: tuple[dg.AssetsDefinition, ...]
+    checks: tuple[dg.AssetChecksDefinition, ...]
+    partitioned: bool  # monthly: runs take a partition range; otherwise one run over everything
+    description: str
+    in_runs: bool = True  # run by the CLI's demo and backfill (maintenance-style layers are not)
+    job: dg.UnresolvedAssetJobDefinition = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        # One job object per layer: schedules and Definitions must share it, not two of one name.
+        job = dg.define_asset_job(
+            f"{self.name}_job",
+            selection=self.selection,
+            partitions_def=monthly if self.partitioned else None,
+            description=self.description,
+        )
+        object.__setattr__(self, "job", job)
+
+    @property
+    def selection(self) -> dg.AssetSelection:
+        return dg.AssetSelection.groups(self.group)
+
+
+RAW = Layer(
+    name="raw",
+    group=RAW_GROUP,
+    assets=(raw_tables,),
+    checks=tuple(raw_checks),
+    partitioned=True,
+    description="Raw layer (all raw tables and their checks) for a month or a range of months.",
+)
+FEATURES = Layer(
+    name="features",
+    group=FEATURE_GROUP,
+    assets=tuple(feature_assets),
+    checks=tuple(feature_checks),
+    partitioned=True,
+    description="The four feature tables for a month or a range of months.",
+)
+AUDIT = Layer(
+    name="audit",
+    group=AUDIT_GROUP,
+    assets=(required_data_readiness, full_history_audit),
+    checks=(readiness_ready,),
+    partitioned=False,
+    description=f"Coverage audits: readiness ({READINESS_WINDOW_DAYS} days) and full history.",
+)
+
+# Operations: not part of a demo or backfill run (its own weekly schedule); its check is declared
+# on the asset (check_specs), so `checks` is empty.
+MAINTENANCE = Layer(
+    name="lake_maintenance",
+    group=MAINTENANCE_GROUP,
+    assets=(lake_maintenance,),
+    checks=(),
+    partitioned=False,
+    description="Compact and vacuum every lake table (retention window in the asset's config).",
+    in_runs=False,
+)
+
+LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MAINTENANCE)
+LAYER_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
+ASSETS = [a for layer in LAYERS for a in layer.assets]
+CHECKS = [c for layer in LAYERS for c in layer.checks]
+JOBS = [layer.job for layer in LAYERS]
