@@ -1,0 +1,404 @@
+"""Student training: a TSMixer over windows of the student's features, distilled from the teacher.
+
+    torchrun --nproc_per_node=N -m quant_assets.ml.train_student --config cfg.json
+    python -m quant_assets.ml.train_student --config cfg.json        (the same, one process)
+
+The config (StudentConfig, JSON) names an input file of rows (parquet or npz, see `load_inputs`):
+symbol, ts, the feature columns, the label columns and the teacher's out-of-fold prediction per label.
+Those rows are a training frame (ml.training_frame): every label is known before the cut-off, so
+everything in the file may be learned from. The last `val_fraction` of each coin's windows (after an
+embargo) is held out to report a validation loss and IC; standardisation and the target scale are
+fitted on the training rows only.
+
+Loss, per window and target with a label (and a teacher prediction for the second term):
+    MSE(prediction, label) + teacher_weight * MSE(prediction, teacher's out-of-fold prediction)
+The teacher column must be out of fold: distilling the teacher's in-sample fit would teach the
+student the teacher's overfit. Text-modality dropout: with probability text_dropout a window's
+text-derived columns (by prefix, features.keys.TEXT_FEATURE_PREFIXES) are set to their raw value 0,
+what the `no_text` ablation feeds, so the model also learns to predict without text.
+
+Distributed: WORLD_SIZE > 1 (set by torchrun) turns on DistributedDataParallel (nccl on GPU, gloo on
+CPU); nothing else changes. Every rank draws the same global batch from one seeded generator and
+takes its contiguous 1/world slice; each rank's loss is scaled so the averaged gradient is the
+gradient of the global batch's loss. A 2-process run therefore matches a 1-process run on the same
+global batch up to float summation order (while model dropout is 0: nn.Dropout masks are per rank).
+Only rank 0 reports (the `report` callback) and writes: `student.pt` (tensors only: load with
+torch.load(weights_only=True)) and `student.json` (the manifest).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from quant_assets.features.keys import TEXT_FEATURE_PREFIXES
+from quant_assets.ml.tsmixer import TSMixer, TSMixerConfig
+from quant_assets.ml.windows import Standardizer, Windows, place_on_grid, time_split, window_ends
+from quant_assets.universe import HORIZON_BARS
+
+Report = Callable[[str, dict], None]
+
+
+@dataclass
+class StudentConfig:
+    inputs: str  # parquet or npz of rows
+    out_dir: str
+    feature_columns: list[str] | None = None  # None: every column but symbol, ts, labels and teachers
+    label_columns: list[str] = field(default_factory=lambda: ["label_1h", "label_4h"])
+    teacher_columns: list[str] | None = field(default_factory=lambda: ["teacher_1h", "teacher_4h"])
+    teacher_weight: float = 0.5  # lambda
+    text_dropout: float = 0.0
+    text_prefixes: list[str] = field(default_factory=lambda: list(TEXT_FEATURE_PREFIXES))
+    input_len: int = 96
+    coin_embedding: bool = True  # one shared model with a learned coin vector
+    model: dict = field(default_factory=dict)  # other TSMixerConfig fields (d_series, mix_len, ...)
+    steps: int = 200
+    global_batch: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    val_fraction: float = 0.1
+    # a validation window ends this many bars after the last training window: the 4h label spans 48
+    # bars past its row, so 49 keeps every validation label interval clear of the training ones
+    embargo_bars: int = max(HORIZON_BARS.values()) + 1
+    eval_every: int = 50
+    seed: int = 0
+    threads: int = 1  # torch threads per process
+    device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is there, else cpu
+    bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+
+
+def load_config(path: str | Path) -> StudentConfig:
+    d = json.loads(Path(path).read_text())
+    known = {f.name for f in dataclasses.fields(StudentConfig)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown student config keys {unknown}; known: {sorted(known)}")
+    return StudentConfig(**d)
+
+
+@dataclass(frozen=True)
+class StudentInputs:
+    symbol: np.ndarray  # [rows] str
+    ts_ms: np.ndarray  # [rows] int64
+    x: np.ndarray  # [rows, F]
+    feature_names: tuple[str, ...]
+    y: np.ndarray  # [rows, H]
+    label_names: tuple[str, ...]
+    teacher: np.ndarray | None  # [rows, H]
+
+
+def load_inputs(path: str | Path, cfg: StudentConfig) -> StudentInputs:
+    """Rows from parquet (columns by name) or npz (arrays symbol, ts_ms, x, feature_names, y, label_names, teacher)."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return StudentInputs(
+                z["symbol"], z["ts_ms"], z["x"], tuple(z["feature_names"].tolist()), z["y"],
+                tuple(z["label_names"].tolist()), z.get("teacher"),
+            )  # fmt: skip
+    if path.suffix != ".parquet":
+        raise ValueError(f"{path}: student inputs must be .parquet or .npz")
+    df = pl.read_parquet(path)
+    teachers = list(cfg.teacher_columns or [])
+    meta = {"symbol", "ts", *cfg.label_columns, *teachers}
+    features = cfg.feature_columns or [c for c in df.columns if c not in meta]
+    missing = [c for c in ("symbol", "ts", *features, *cfg.label_columns, *teachers) if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    ts = df["ts"]
+    ts_ms = (ts.dt.epoch("ms") if ts.dtype.is_temporal() else ts.cast(pl.Int64)).to_numpy()
+    return StudentInputs(
+        symbol=df["symbol"].to_numpy().astype(str),
+        ts_ms=ts_ms.astype(np.int64),
+        x=df.select(features).to_numpy().astype(np.float32),
+        feature_names=tuple(features),
+        y=df.select(cfg.label_columns).to_numpy().astype(np.float32),
+        label_names=tuple(cfg.label_columns),
+        teacher=df.select(teachers).to_numpy().astype(np.float32) if teachers else None,
+    )
+
+
+def save_npz(inputs: StudentInputs, path: str | Path) -> None:
+    arrays = dict(symbol=inputs.symbol.astype(str), ts_ms=inputs.ts_ms, x=inputs.x,
+                  feature_names=np.array(inputs.feature_names), y=inputs.y,
+                  label_names=np.array(inputs.label_names))  # fmt: skip
+    if inputs.teacher is not None:
+        arrays["teacher"] = inputs.teacher
+    np.savez(path, **arrays)
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int
+    world: int
+    device: torch.device
+    backend: str | None
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """From torchrun's environment; WORLD_SIZE unset or 1 is the single-process case."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    backend = None
+    if world > 1:
+        backend = "nccl" if cuda else "gloo"
+        if cuda:
+            torch.cuda.set_device(dev)
+        dist.init_process_group(backend)
+    return Dist(rank, world, dev, backend)
+
+
+def _sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
+    if d.world > 1:
+        dist.all_reduce(t)
+    return t
+
+
+def train(cfg: StudentConfig, report: Report | None = None) -> dict:
+    """Train, save (rank 0) and return the manifest. `report(kind, data)` is called on rank 0 only."""
+    t_start = time.perf_counter()
+    d = setup_distributed(cfg.device)
+    # process-wide torch settings, put back afterwards for an in-process caller (tests, notebooks)
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        manifest = _train(cfg, d, report if d.rank == 0 else None)
+        manifest["seconds"] = round(time.perf_counter() - t_start, 3)
+        if d.rank == 0:
+            out = Path(cfg.out_dir)
+            (out / "student.json").write_text(json.dumps(manifest, indent=1))
+            if report:
+                report("done", manifest)
+        return manifest
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        if d.world > 1:
+            dist.destroy_process_group()
+
+
+def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.global_batch % d.world:
+        raise ValueError(f"global_batch {cfg.global_batch} is not divisible by the {d.world} processes")
+
+    # --- data: rows -> per-coin grids -> window ends, split in time, scaled on training rows only
+    inputs = load_inputs(cfg.inputs, cfg)
+    grid = place_on_grid(inputs.symbol, inputs.ts_ms, inputs.x, inputs.y, inputs.teacher)
+    ends = window_ends(grid, cfg.input_len)
+    split = time_split(grid, ends, cfg.val_fraction, cfg.embargo_bars)
+    if len(split.train_ends) < cfg.global_batch:
+        raise ValueError(f"{cfg.inputs}: {len(split.train_ends)} training windows of {cfg.input_len} rows, "
+                         f"fewer than one global batch ({cfg.global_batch})")  # fmt: skip
+    scaler = Standardizer.fit(grid.x, split.train_rows)
+    y_train = grid.y[split.train_rows]
+    y_scale = np.sqrt(np.nanmean(y_train.astype(np.float64) ** 2, axis=0)).astype(np.float32)
+    y_scale = np.where(np.isfinite(y_scale) & (y_scale > 0), y_scale, 1.0).astype(np.float32)
+    text = [i for i, n in enumerate(inputs.feature_names) if n.startswith(tuple(cfg.text_prefixes))]
+
+    dev = d.device
+    x_all = torch.from_numpy(scaler.apply(grid.x)).to(dev)
+    y_all = torch.from_numpy(grid.y / y_scale).to(dev)
+    teach = grid.teacher if grid.teacher is not None else np.full_like(grid.y, np.nan)
+    t_all = torch.from_numpy(teach / y_scale).to(dev)
+    coin_all = torch.from_numpy(grid.coin).to(dev)
+    windows = Windows(x_all, cfg.input_len)
+    text_idx = torch.tensor(text, dtype=torch.long, device=dev)
+    text_zero = torch.from_numpy(-scaler.mean[text] / scaler.std[text]).to(dev)  # raw 0, standardised
+    train_ends = torch.from_numpy(split.train_ends).to(dev)
+
+    # --- model and optimiser: identical on every rank (same seed); DDP also broadcasts rank 0's weights
+    mcfg = TSMixerConfig(
+        n_vars=grid.x.shape[1],
+        input_len=cfg.input_len,
+        n_targets=grid.y.shape[1],
+        n_coins=len(grid.symbols) if cfg.coin_embedding else 0,
+        **cfg.model,
+    )
+    raw = TSMixer(mcfg).to(dev)
+    model = DistributedDataParallel(raw) if d.world > 1 else raw
+    opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda" and cfg.bf16)
+
+    # --- the loop: one global batch per step, this rank's slice of it
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order, cursor = torch.randperm(len(train_ends), generator=gen), 0
+    per_rank = cfg.global_batch // d.world
+    mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
+    losses, evals = [], []
+    t_loop = time.perf_counter()
+    for step in range(1, cfg.steps + 1):
+        if cursor + cfg.global_batch > len(order):  # next epoch
+            order, cursor = torch.randperm(len(train_ends), generator=gen), 0
+        batch = train_ends[order[cursor : cursor + cfg.global_batch].to(dev)]
+        cursor += cfg.global_batch
+        drop_text = (torch.rand(cfg.global_batch, generator=gen) < cfg.text_dropout).to(dev)
+        # every rank knows the whole global batch, so the global counts need no communication
+        n_label = torch.isfinite(y_all[batch]).sum().clamp(min=1)
+        n_teacher = torch.isfinite(t_all[batch]).sum().clamp(min=1)
+
+        ends_r = batch[mine]
+        xb = windows(ends_r)  # [b, L, F], a gathered copy
+        if len(text):
+            hide = drop_text[mine][:, None, None]
+            xb[:, :, text_idx] = torch.where(hide, text_zero, xb[:, :, text_idx])
+        yb, tb = y_all[ends_r], t_all[ends_r]
+        with autocast:
+            pred = model(xb.unsqueeze(2), coin_all[ends_r][:, None]).squeeze(1).float()
+        label_sq = torch.where(torch.isfinite(yb), (pred - yb.nan_to_num()) ** 2, 0.0).sum()
+        teacher_sq = torch.where(torch.isfinite(tb), (pred - tb.nan_to_num()) ** 2, 0.0).sum()
+        # DDP averages gradients over ranks: scale by world so the average is the global batch's gradient
+        loss = d.world * (label_sq / n_label + cfg.teacher_weight * teacher_sq / n_teacher)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
+        opt.step()
+
+        global_loss = _sum(loss.detach() / d.world, d).item()
+        losses.append([step, round(global_loss, 8)])
+        if report:
+            report("step", {"step": step, "loss": global_loss})
+        if d.rank == 0 and (step % cfg.eval_every == 0 or step == cfg.steps) and len(split.val_ends):
+            ev = {"step": step, **evaluate(raw, windows, coin_all, y_all, split.val_ends, inputs.label_names)}
+            evals.append(ev)
+            if report:
+                report("eval", ev)
+    loop_seconds = time.perf_counter() - t_loop
+
+    # --- every rank must end with the same weights; rank 0 records the largest difference it sees
+    flat = torch.cat([p.detach().flatten() for p in raw.parameters()]).cpu()
+    rank_diff = 0.0
+    if d.world > 1:
+        gathered = [torch.empty_like(flat) for _ in range(d.world)]
+        dist.all_gather(gathered, flat)
+        rank_diff = max(float((g - flat).abs().max()) for g in gathered)
+
+    manifest = {
+        "config": dataclasses.asdict(cfg),
+        "model_config": dataclasses.asdict(mcfg),
+        "n_params": raw.n_params(),
+        "feature_names": list(inputs.feature_names),
+        "label_names": list(inputs.label_names),
+        "text_features": [inputs.feature_names[i] for i in text],
+        "symbols": list(grid.symbols),
+        "world_size": d.world,
+        "backend": d.backend,
+        "device": str(dev),
+        "torch": torch.__version__,
+        "train_windows": len(split.train_ends),
+        "val_windows": len(split.val_ends),
+        "train_rows": int(split.train_rows.sum()),
+        "windows_per_second": round(cfg.steps * cfg.global_batch / loop_seconds, 1),
+        "loss": losses,
+        "eval": evals,
+        "rank_weight_max_abs_diff": rank_diff,
+        "weights_sha256": hashlib.sha256(flat.numpy().tobytes()).hexdigest(),
+    }
+    if d.rank == 0:
+        out = Path(cfg.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
+            "x_mean": torch.from_numpy(scaler.mean),
+            "x_std": torch.from_numpy(scaler.std),
+            "y_scale": torch.from_numpy(y_scale),
+        }
+        torch.save(state, out / "student.pt")
+    return manifest
+
+
+@torch.no_grad()
+def evaluate(model: TSMixer, windows: Windows, coin: torch.Tensor, y: torch.Tensor, ends: np.ndarray,
+             names: tuple[str, ...], batch: int = 4096) -> dict:  # fmt: skip
+    """Validation MSE (scaled units) and IC (Pearson correlation of prediction and label) per target."""
+    model.eval()
+    e = torch.from_numpy(ends).to(y.device)
+    preds = torch.cat([
+        model(windows(e[i : i + batch]).unsqueeze(2), coin[e[i : i + batch]][:, None]).squeeze(1).float()
+        for i in range(0, len(e), batch)
+    ])  # fmt: skip
+    model.train()
+    out = {}
+    for j in range(y.shape[1]):
+        p, t = preds[:, j], y[e, j]
+        ok = torch.isfinite(t)
+        p, t = p[ok].double(), t[ok].double()
+        name = names[j]
+        out[f"mse_{name}"] = float(((p - t) ** 2).mean()) if len(t) else float("nan")
+        ic = torch.corrcoef(torch.stack([p, t]))[0, 1] if len(t) > 2 else torch.tensor(float("nan"))
+        out[f"ic_{name}"] = float(ic)
+    return out
+
+
+def load_student(out_dir: str | Path) -> tuple[TSMixer, dict, dict]:
+    """The trained model, its tensors (scaling) and manifest, from safe formats only."""
+    out = Path(out_dir)
+    manifest = json.loads((out / "student.json").read_text())
+    state = torch.load(out / "student.pt", weights_only=True, map_location="cpu")
+    model = TSMixer(TSMixerConfig(**manifest["model_config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), state, manifest
+
+
+@torch.no_grad()
+def predict(out_dir: str | Path, inputs: StudentInputs) -> np.ndarray:
+    """[rows, H] predictions in label units for `inputs`; NaN where a row has no full window of its coin."""
+    model, state, manifest = load_student(out_dir)
+    if list(inputs.feature_names) != manifest["feature_names"]:
+        raise ValueError("predict: feature columns differ from the ones the student was trained on")
+    grid = place_on_grid(inputs.symbol, inputs.ts_ms, inputs.x, np.zeros_like(inputs.y))
+    unknown = sorted(set(grid.symbols) - set(manifest["symbols"]))
+    if unknown and model.config.n_coins:
+        raise ValueError(f"predict: no coin embedding for {unknown}; trained on {manifest['symbols']}")
+    coin_of = {s: i for i, s in enumerate(manifest["symbols"])}
+    coin = torch.tensor([coin_of.get(grid.symbols[k], 0) for k in grid.coin], dtype=torch.long)
+    scaler = Standardizer(state["x_mean"].numpy(), state["x_std"].numpy())
+    windows = Windows(torch.from_numpy(scaler.apply(grid.x)), model.config.input_len)
+    ends = torch.from_numpy(window_ends(grid, model.config.input_len))
+    out = np.full(inputs.y.shape, np.nan, dtype=np.float32)
+    for i in range(0, len(ends), 4096):
+        e = ends[i : i + 4096]
+        p = model(windows(e).unsqueeze(2), coin[e][:, None]).squeeze(1) * state["y_scale"]
+        out[grid.row[e.numpy()]] = p.numpy()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="quant_assets.ml.train_student", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", required=True, help="JSON file of StudentConfig fields")
+    args = ap.parse_args(argv)
+
+    def print_report(kind: str, data: dict) -> None:
+        if kind == "eval":
+            print(json.dumps({"kind": kind, **data}), flush=True)
+        elif kind == "done":
+            keys = ("n_params", "world_size", "backend", "train_windows", "val_windows", "windows_per_second",
+                    "seconds", "weights_sha256", "rank_weight_max_abs_diff")  # fmt: skip
+            print(json.dumps({"kind": kind, **{k: data[k] for k in keys}}), flush=True)
+
+    train(load_config(args.config), report=print_report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
