@@ -19,7 +19,6 @@ from quant_assets.defs.features.checks import feature_checks
 from quant_assets.defs.maintenance.assets import MAINTENANCE_GROUP, lake_maintenance
 from quant_assets.defs.raw.assets import RAW_GROUP, raw_tables
 from quant_assets.defs.raw.checks import raw_checks
-from quant_assets.partitions import monthly
 
 
 @dataclass(frozen=True)
@@ -35,12 +34,8 @@ class Layer:
 
     def __post_init__(self):
         # One job object per layer: schedules and Definitions must share it, not two of one name.
-        job = dg.define_asset_job(
-            f"{self.name}_job",
-            selection=self.selection,
-            partitions_def=monthly if self.partitioned else None,
-            description=self.description,
-        )
+        # Its partitions are those of its assets (Dagster infers them).
+        job = dg.define_asset_job(f"{self.name}_job", selection=self.selection, description=self.description)
         object.__setattr__(self, "job", job)
 
     @property

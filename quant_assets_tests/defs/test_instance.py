@@ -24,6 +24,8 @@ def test_default_home_uses_sqlite(tmp_path):
     home = instance.prepare_home(tmp_path / "home", env={})
     with dg.DagsterInstance.from_config(str(home)) as inst:
         assert "Sqlite" in type(inst.run_storage).__name__
+        assert isinstance(inst.run_launcher, instance.LocalRunLauncher)
+        assert inst.run_monitoring_enabled and inst.run_launcher.supports_check_run_worker_health
 
 
 @pytest.mark.postgres
@@ -33,6 +35,7 @@ def test_materialisation_is_recorded_in_postgres_and_read_back(tmp_path, postgre
     home = instance.prepare_home(tmp_path / "home", env=dict(os.environ))
     with dg.DagsterInstance.from_config(str(home)) as inst:
         assert "Postgres" in type(inst.run_storage).__name__
+        assert isinstance(inst.run_launcher, instance.LocalRunLauncher) and inst.run_monitoring_enabled
         res = dg.materialize(
             [required_data_readiness],
             instance=inst,
