@@ -9,7 +9,6 @@ host namespace with 127.0.0.1 endpoints, and `Launch.note` says so for the calle
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -84,8 +83,3 @@ def torchrun_command(
     note = ("no network namespace available (needs root or CAP_SYS_ADMIN): torchrun's store listens on "
             "all interfaces of this host for the run")  # fmt: skip
     return Launch(run, env, netns=False, note=note)
-
-
-def run(launch: Launch, timeout: float | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(launch.command, env={**os.environ, **launch.env}, capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip

@@ -157,6 +157,8 @@ def setup_distributed(device: str = "auto") -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and device in ("auto", "cuda")
     dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
+    if cuda:  # deterministic cuBLAS needs this before its first use
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     backend = None
     if world > 1:
         backend = "nccl" if cuda else "gloo"
@@ -235,6 +237,7 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         **cfg.model,
     )
     raw = TSMixer(mcfg).to(dev)
+    torch.manual_seed(cfg.seed + 7919 * d.rank)  # after the init: ranks draw different nn.Dropout masks
     model = DistributedDataParallel(raw) if d.world > 1 else raw
     opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda" and cfg.bf16)

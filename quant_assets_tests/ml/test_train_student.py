@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 import pytest
 import torch
 
-from quant_assets.ml.launch import netns_available, run, torchrun_command
+from quant_assets.ml.launch import netns_available, torchrun_command
 from quant_assets.ml.train_student import (
     StudentConfig,
     StudentInputs,
@@ -64,6 +69,30 @@ def weights(out_dir) -> dict[str, torch.Tensor]:
     return torch.load(out_dir / "student.pt", weights_only=True)["model"]
 
 
+def run_watching_listeners(launch) -> tuple[subprocess.CompletedProcess, set[str]]:
+    """Run the launch; meanwhile record the TCP listening addresses of its process tree (`ss -ltnp`)."""
+
+    def tree(pid: int) -> set[int]:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return {pid}.union(*(tree(int(k)) for k in kids))
+
+    seen: set[str] = set()
+    with (
+        subprocess.Popen(launch.command, env={**os.environ, **launch.env}, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True) as proc,
+        ThreadPoolExecutor(1) as pool,
+    ):  # fmt: skip
+        reader = pool.submit(proc.communicate, timeout=300)
+        while proc.poll() is None and shutil.which("ss"):
+            pids = tree(proc.pid)
+            for line in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines():
+                if any(f"pid={p}," in line for p in pids):
+                    seen.add(line.split()[3])
+            time.sleep(0.2)
+        out, err = reader.result()
+    return subprocess.CompletedProcess(launch.command, proc.returncode, out, err), seen
+
+
 @pytest.fixture
 def inputs_npz(tmp_path):
     path = tmp_path / "inputs.npz"
@@ -79,8 +108,10 @@ def test_two_process_gloo_run_matches_one_process_on_the_same_global_batch(tmp_p
     if launch.note:
         log.warning("torchrun test: %s", launch.note)
     assert launch.netns == netns_available()
-    result = run(launch, timeout=300)
+    result, listeners = run_watching_listeners(launch)
     assert result.returncode == 0, result.stderr[-3000:]
+    if launch.netns:  # without the namespace this run showed '*:<port>' here (the TCPStore)
+        assert listeners == set(), f"torchrun listened in the host namespace: {listeners}"
     two = json.loads((tmp_path / "two" / "student.json").read_text())
     assert (two["world_size"], two["backend"], one["world_size"]) == (2, "gloo", 1)
     # every rank ended with the same weights (rank 0 gathered them all)
