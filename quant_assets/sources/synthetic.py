@@ -23,7 +23,7 @@ Model, in layers (each module's docstring has the details):
 
 The null: at signal_strength = 0 the spot price is a martingale with respect to
 everything the tables publish, E[P(t + h) / P(t) | published by t] = 1 up to the
-rounding to the tick (below 0.5 bp): no feature, price level or position in the
+rounding to the tick (at most 0.05 bp): no feature, price level or position in the
 coin's range predicts simple returns, and always-long earns zero in expectation. (Log
 returns drift down by half their variance; labels net a cost that the published order
 book states, and the perpetual's basis mean-reverts, so perpetual returns are not a
