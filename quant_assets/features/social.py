@@ -9,7 +9,8 @@ otherwise) with `n_features` columns, word unigrams, lowercase, `alternate_sign=
 vectors are non-negative term mass; a signed hash would let colliding words cancel inside a bucket)
 and l2 row norm. Pooling is engagement-weighted: weight = 1 + log1p(engagement), so a silent post
 still counts and a viral one counts more without drowning the bucket.
-Sentiment: per item (pos - neg) / (pos + neg) over the word lists below, 0 without lexicon words.
+Sentiment: per item the events table's sentiment_score, or where the feed leaves it null the lexicon
+score (pos - neg) / (pos + neg) of the text over `events.POSITIVE_WORDS` / `NEGATIVE_WORDS`.
 """
 
 from __future__ import annotations
@@ -19,19 +20,18 @@ import polars as pl
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import HashingVectorizer
 
-from quant_assets.features.events import linked_events
+# the lexicon lives with the event features (news and social share it); re-exported here
+from quant_assets.features.events import (
+    NEGATIVE_WORDS,
+    POSITIVE_WORDS,
+    linked_events,
+    sentiment_expr,
+    text_sentiment,
+)
 from quant_assets.features.keys import SOCIAL_N_FEATURES
 
-POSITIVE_WORDS = (
-    "bull", "bullish", "moon", "pump", "pumping", "rally", "surge", "surging", "breakout", "gain", "gains",
-    "up", "buy", "buying", "long", "green", "ath", "adoption", "partnership", "launch", "approved",
-    "approval", "upgrade", "strong", "growth", "record", "win", "profit",
-)  # fmt: skip
-NEGATIVE_WORDS = (
-    "bear", "bearish", "dump", "dumping", "crash", "crashing", "plunge", "drop", "down", "sell", "selling",
-    "short", "red", "hack", "hacked", "exploit", "scam", "rug", "fud", "ban", "banned", "lawsuit",
-    "delist", "delisted", "liquidation", "liquidated", "fear", "weak", "loss", "losses",
-)  # fmt: skip
+__all__ = ["NEGATIVE_WORDS", "POSITIVE_WORDS", "emb_columns", "sentiment_expr", "social_text_latent"]
+
 BUCKET_AGG_COLUMNS = (
     "social_post_count",
     "social_comment_count",
@@ -46,14 +46,6 @@ BUCKET_AGG_COLUMNS = (
 
 def emb_columns(n_features: int) -> list[str]:
     return [f"social_emb_{i}" for i in range(n_features)]
-
-
-def sentiment_expr(text: pl.Expr) -> pl.Expr:
-    words = text.fill_null("").str.to_lowercase().str.extract_all(r"[a-z]+")
-    pos = words.list.eval(pl.element().is_in(list(POSITIVE_WORDS))).list.sum().cast(pl.Float64)
-    neg = words.list.eval(pl.element().is_in(list(NEGATIVE_WORDS))).list.sum().cast(pl.Float64)
-    hits = pos + neg
-    return pl.when(hits > 0).then((pos - neg) / hits).otherwise(0.0)
 
 
 def _empty(n_features: int) -> pl.DataFrame:
@@ -83,11 +75,9 @@ def social_text_latent(
             pl.col("payload").struct.field("text").fill_null("").alias("text"),
             pl.col("payload").struct.field("author").alias("author"),
             pl.col("payload").struct.field("engagement").fill_null(0.0).clip(0.0).alias("engagement"),
+            text_sentiment().alias("_sent"),
         )
-        .with_columns(
-            (1.0 + pl.col("engagement").log1p()).alias("_w"),
-            sentiment_expr(pl.col("text")).alias("_sent"),
-        )
+        .with_columns((1.0 + pl.col("engagement").log1p()).alias("_w"))
         .sort("symbol", "ts", "event_id")
         .collect()
     )

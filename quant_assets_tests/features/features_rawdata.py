@@ -151,13 +151,16 @@ def make_raw(
         "source": rng.choice(SOURCES, n_ev), "source_tier": rng.integers(1, 6, n_ev),
         "event_type": rng.choice(EVENT_TYPES, n_ev, p=[0.05, 0.05, 0.05, 0.05, 0.1, 0.4, 0.3]),
         "confidence_score": rng.uniform(0, 1, n_ev),
+        # a scored feed for some items, unscored (text lexicon) for the rest
+        "sentiment_score": np.where(rng.random(n_ev) < 0.7, rng.uniform(-1, 1, n_ev).round(3), np.nan),
         "payload": [{"text": t, "engagement": float(e), "author": f"u{a}", "platform": "x", "url": None}
                     for t, e, a in zip(texts, rng.exponential(50, n_ev), rng.integers(0, 15, n_ev), strict=True)],
-    })  # fmt: skip
+    }).with_columns(pl.col("sentiment_score").fill_nan(None))  # fmt: skip
     link_sym = rng.integers(0, len(symbols) + 1, n_ev)  # len(symbols): an entity that is no coin
     links = pl.DataFrame({
         "event_id": events["event_id"], "entity_id": [f"ent{s}" for s in link_sym],
-        "symbol": [symbols[s] if s < len(symbols) else None for s in link_sym], "relevance": 1.0,
+        "symbol": [symbols[s] if s < len(symbols) else None for s in link_sym],
+        "relevance": rng.uniform(0.3, 1.0, n_ev).round(3),
     }).with_columns(date=events["ts"].dt.date())  # fmt: skip
     # some events are about two coins, one through two entities (must count once)
     extra = links.sample(fraction=0.2, seed=seed).with_columns(entity_id=pl.col("entity_id") + "_alias")

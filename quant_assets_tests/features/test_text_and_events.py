@@ -38,13 +38,13 @@ def events_frame(rows: list[dict]) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     ev = pl.DataFrame([
         {"date": r["at"].date(), "event_id": r["id"], "ts": r.get("ts", r["at"]), "available_at": r["at"],
          "source": r.get("source", "reuters"), "source_tier": r.get("tier", 1), "event_type": r.get("type", "market"),
-         "confidence_score": r.get("conf", 1.0),
+         "confidence_score": r.get("conf", 1.0), "sentiment_score": r.get("score"),
          "payload": {"text": r.get("text", ""), "engagement": r.get("eng", 0.0), "author": r.get("author"),
                      "platform": "x", "url": None}}
         for r in rows
     ])  # fmt: skip
     links = pl.DataFrame([{"date": r["at"].date(), "event_id": r["id"], "entity_id": "c", "symbol": r.get("symbol", "BTCUSDT"),
-                           "relevance": 1.0} for r in rows])  # fmt: skip
+                           "relevance": r.get("relevance", 1.0)} for r in rows])  # fmt: skip
     return RAW_TABLES["events"].conform(ev).lazy(), RAW_TABLES["event_links"].conform(links).lazy()
 
 
