@@ -24,6 +24,7 @@ from quant_assets.sources.sim_paths import Draws, Paths
 from quant_assets.universe import BARS_PER_DAY, COINS
 
 DECIMALS = np.array([p.tick_decimals(c.price_range[0]) for c in COINS])
+REAL_LOW = np.array([c.price_range[0] for c in COINS])
 LOT = np.array([p.volume_quantum(c.price_range[1]) for c in COINS])[:, None, None]
 TICKET = np.array([c.ticket_usd for c in p.COIN_PARAMS])[:, None, None]
 BAR_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume",
@@ -32,8 +33,11 @@ BAR_COLUMNS = ("open", "high", "low", "close", "volume", "quote_volume", "trades
 
 def tick_decimals(x: np.ndarray) -> np.ndarray:
     """(C, ...) decimals of the tick at prices `x`: the coin's own, more below its real low."""
-    d = DECIMALS.reshape((-1,) + (1,) * (x.ndim - 1))
-    with np.errstate(divide="ignore"):
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    d = DECIMALS.reshape(shape)
+    if not np.any(x < REAL_LOW.reshape(shape)):  # at or above the low 5 - floor(log10 x) <= d
+        return np.broadcast_to(d, x.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
         own = 5 - np.floor(np.log10(x))
     return np.maximum(d, np.where(np.isfinite(own), own, d)).astype(np.int64)
 
