@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
+from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS, SENTIMENT_KEYS
 
 START = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
 FEATURES = ["symbol", "ts", *LIQUID_FULL_FEATURE_KEYS]
@@ -64,3 +64,53 @@ def test_the_property_test_can_fail_on_a_leaky_feature():
 
     with pytest.raises(AssertionError, match="ret_1"):
         assert_frame_equal(leaky(a), leaky(spliced), check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
+
+
+def _events_after(
+    tables: dict[str, pl.DataFrame], other: dict[str, pl.DataFrame], t: dt.datetime, shift: bool
+):
+    """`tables` with every event published after t replaced by `other`'s (scores, texts, times, links).
+
+    shift=True also moves the kept events' ts an hour later, which must change nothing: only
+    available_at says when an item may be read.
+    """
+    ev, links = tables["events"], tables["event_links"]
+    seen = ev.filter(pl.col("available_at") <= t)
+    if shift:
+        seen = seen.with_columns(pl.col("ts") + dt.timedelta(hours=1))
+    late = other["events"].filter(pl.col("available_at") > t)
+    events = pl.concat([seen, late])
+    all_links = pl.concat([links, other["event_links"]]).unique(maintain_order=True)
+    return {
+        **tables,
+        "events": events,
+        "event_links": all_links.filter(pl.col("event_id").is_in(events["event_id"].implode())),
+    }
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed_b=st.integers(0, 10_000), t_frac=st.floats(0.1, 0.95), shift=st.booleans())
+def test_events_published_after_t_change_no_feature_at_or_before_t(seed_b, t_frac, shift):
+    n_bars = 400
+    t = START + STEP * int(t_frac * n_bars)
+    a = make_raw(5, START, n_bars, events_per_day=300.0)
+    b = make_raw(seed_b + 10_001, START, n_bars, events_per_day=300.0)
+    before = build_matrix(a, end=START + STEP * n_bars).filter(pl.col("ts") <= t).select(FEATURES)
+    after = build_matrix(_events_after(a, b, t, shift), end=START + STEP * n_bars)
+    after = after.filter(pl.col("ts") <= t).select(FEATURES)
+    assert_frame_equal(before, after, check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
+
+
+def test_the_event_property_test_can_fail_on_news_read_before_publication():
+    """A pipeline that takes `ts` for the publication time reads items before they were published."""
+    n_bars, t = 400, START + STEP * 200
+    a = make_raw(5, START, n_bars, events_per_day=300.0)
+    changed = _events_after(a, make_raw(6, START, n_bars, events_per_day=300.0), t, shift=False)
+
+    def leaky(tables):
+        early = tables["events"].with_columns(available_at=pl.col("ts"))
+        m = build_matrix({**tables, "events": early}, end=START + STEP * n_bars)
+        return m.filter(pl.col("ts") <= t).select("symbol", "ts", *SENTIMENT_KEYS)  # the new columns alone
+
+    with pytest.raises(AssertionError, match="_sentiment_"):
+        assert_frame_equal(leaky(a), leaky(changed), check_exact=False, rel_tol=1e-12, abs_tol=1e-15)
