@@ -204,3 +204,89 @@ def test_impacts_are_continuous_from_one_day_to_the_next():
     amp = rng.normal(size=(len(fx.EFFECTS), 2, 6, fx.SLOTS)) * 1e-4
     days = fx.day_impacts(fx.source_impacts(amp))
     assert np.array_equal(days[:, :-1, -1], days[:, 1:, 0])  # bit for bit
+
+
+def test_every_planted_effect_is_computed_from_published_columns():
+    """Each signal's z is what its table publishes: the reachable ceiling needs nothing hidden."""
+    from quant_assets.sources import sim_params as sp
+    from quant_assets.sources.sim_daily import daily_state
+    from quant_assets.sources.sim_events import TIER_WEIGHT, day_events
+
+    day = dt.date(2024, 3, 5)
+    de = day_events(7, daily_state(7), sp.cal_index(day))
+    out = MarketSimulator(seed=7, signal_strength=1.0).fetch(
+        ["events", "event_links"], day, day + dt.timedelta(days=1), FAR
+    )
+    ev = out["events"].join(
+        out["event_links"].drop_nulls("symbol").select("event_id", "relevance"), on="event_id"
+    )
+    social = pl.col("event_type").is_in(["social_post", "social_comment"])
+    tier_weight = pl.col("source_tier").cast(pl.Int64).replace_strict(dict(enumerate(TIER_WEIGHT.tolist())))
+    engagement = pl.col("payload").struct.field("engagement")
+    z = pl.col("sentiment_score") * pl.when(social).then(
+        (engagement.log1p() / 5).clip(upper_bound=2.0)
+    ).otherwise(pl.col("confidence_score") * tier_weight * pl.col("relevance"))
+    # drift records are the items with a nonzero effect, in publication order
+    published = ev.sort("available_at", "event_id").select(z=z, social=social).filter(pl.col("z") != 0)
+    order = np.lexsort((np.arange(len(de.z)), de.avail_ms))
+    assert published.height == len(de.z) > 50
+    np.testing.assert_allclose(published["z"].to_numpy(), de.z[order], rtol=1e-12)
+    assert published["social"].to_list() == de.social[order].tolist()
+    assert out["events"]["sentiment_score"].is_between(-1, 1).all()
+
+
+def test_two_ceilings_full_knowledge_and_reachable_from_the_feature_rows():
+    sim = MarketSimulator(seed=7, signal_strength=1.0)
+    c = sim.ceilings("1h")
+    assert c == {"full": sim.max_ic("1h"), "reachable": sim.reachable_ic("1h")}
+    # the matrix's row t reads rows published by t, the decision is at t + 5m: a bar of news is missed
+    assert 0.9 * c["full"] < c["reachable"] < c["full"]
+    assert sim.reachable_ic("4h") < sim.max_ic("4h")
+    assert MarketSimulator(seed=7, signal_strength=0.0).ceilings("1h") == {"full": 0.0, "reachable": 0.0}
+
+
+def test_a_subset_of_effects_can_be_planted(monkeypatch):
+    text = ("news_sentiment", "social_sentiment")
+    sim = MarketSimulator(seed=7, signal_strength=1.0, effects=list(reversed(text)))
+    assert sim.effects == text and "effects=" in repr(sim)
+    every = MarketSimulator(seed=7, signal_strength=1.0)
+    assert 0.3 * every.max_ic("1h") < sim.max_ic("1h") < every.max_ic("1h")
+    # the signals are published the same; prices (and what is quoted on them) move differently
+    window = (dt.date(2024, 3, 1), dt.date(2024, 3, 3))
+    a, b = sim.fetch(TABLES, *window, FAR), every.fetch(TABLES, *window, FAR)
+    for t in ("events", "event_links", "onchain_signals"):
+        assert a[t].equals(b[t]), t
+    assert a["funding_rates"]["funding_rate"].equals(b["funding_rates"]["funding_rate"])
+    assert not a["prices"].equals(b["prices"])
+    # book imbalance predicts nothing once its effect is not planted
+    assert abs(rank_ic(signal_frame(a), "book_imbalance")) < 0.03 < rank_ic(signal_frame(b), "book_imbalance")
+    monkeypatch.setenv("QUANT_ASSETS_SIM_EFFECTS", " news_sentiment, social_sentiment ")
+    assert MarketSimulator(seed=7, signal_strength=1.0).effects == text
+    monkeypatch.setenv("QUANT_ASSETS_SIM_EFFECTS", "news_sentiment,moon_phase")
+    with pytest.raises(ValueError, match=r"QUANT_ASSETS_SIM_EFFECTS.*moon_phase"):
+        MarketSimulator(seed=7, signal_strength=1.0)
+
+
+def test_forecast_ic_scores_any_forecast_on_the_feature_clock():
+    sim = MarketSimulator(seed=7, signal_strength=1.0)
+    days = pl.date_range(dt.date(2024, 3, 1), dt.date(2024, 3, 8), eager=True, closed="left")
+    ts = pl.datetime_range(
+        days[0], days[-1] + dt.timedelta(days=1), "5m", eager=True, closed="left", time_zone="UTC"
+    )
+    grid = (
+        pl.DataFrame({"symbol": "BTCUSDT", "ts": ts})
+        .join(pl.DataFrame({"symbol": ["BTCUSDT", "ETHUSDT", "SOLUSDT"]}), how="cross")
+        .select(pl.col("symbol_right").alias("symbol"), "ts")
+    )
+    rng = np.random.default_rng(0)
+    noise = grid.with_columns(forecast=pl.Series(rng.normal(size=grid.height)))
+    assert abs(sim.forecast_ic(noise)) < 0.02
+    # a book-imbalance forecast read from the tables (visible at row t) carries the book effect
+    book = sim.fetch(["orderbook_l2"], dt.date(2024, 3, 1), dt.date(2024, 3, 8), FAR)["orderbook_l2"]
+    imb = book.select("symbol", "ts", forecast=(pl.col("bid_notional_1pct") - pl.col("ask_notional_1pct"))
+                      / (pl.col("bid_notional_1pct") + pl.col("ask_notional_1pct")))  # fmt: skip
+    assert 0.02 < sim.forecast_ic(imb) < sim.reachable_ic("1h")
+    assert sim.forecast_ic(imb.with_columns(-pl.col("forecast"))) == pytest.approx(-sim.forecast_ic(imb))
+    assert MarketSimulator(seed=7, signal_strength=0.0).forecast_ic(imb) == 0.0
+    with pytest.raises(ValueError, match=r"lacks columns \['forecast'\]"):
+        sim.forecast_ic(imb.drop("forecast"))
