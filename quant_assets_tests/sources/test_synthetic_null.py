@@ -65,7 +65,12 @@ N_INTERVALS = (len(SEEDS) + 1) * len(HORIZONS) * (len(MODELS) + len(PRICE_FEATUR
 ALPHA = FAMILY_ALPHA / N_INTERVALS  # two-sided level of each interval (Bonferroni)
 N_BOOT = 10_000  # resamples for the ALPHA / 2 tail quantiles (~5 beyond each)
 GBM_TRAIN_EVERY = 2  # LightGBM fits on every other training row (cost); it predicts every test row
-PLANTED_IC = 0.05
+# Planted effects the same procedure must detect (the IC each adds to one seed's 1h returns): a
+# function of a feature, for the models (measured OOS: ridge 0.085, LightGBM 0.070; at 0.05 LightGBM's
+# lower bound was only just above 0), and the old simulator's flaw, a pull towards the middle of the
+# coin's range, about twice the size the old docs stated (0.012).
+PLANTED_MODEL_IC = 0.08
+PLANTED_LEVEL_IC = 0.02
 
 
 # ------------------------------------------------------------------------------- the price process
@@ -238,15 +243,15 @@ def test_no_model_or_price_feature_predicts_returns_at_zero_signal_strength(null
 
 
 @pytest.mark.slow
-def test_the_same_procedure_detects_planted_effects_of_ic_0_05():
-    """Plant a drift of IC ~PLANTED_IC into seed SEEDS[0]'s 1h returns and run the same procedure.
+def test_the_same_procedure_detects_planted_effects():
+    """Plant drifts into seed SEEDS[0]'s 1h returns and run the same procedure at the same level.
 
-    - a function of a feature (the book imbalance, as `sim_effects`' first effect): ridge and LightGBM
-      walk-forward get OOS intervals above zero;
-    - the old simulator's flaw, a pull back towards the middle of the coin's range: the range
-      position's interval is below zero.
-    Each coin's drift is PLANTED_IC * (its return std) * (the standardised signal): for a weak
-    signal that is a correlation of about PLANTED_IC.
+    - PLANTED_MODEL_IC from a feature (the book imbalance, as `sim_effects`' first effect): ridge and
+      LightGBM walk-forward get OOS intervals above zero;
+    - PLANTED_LEVEL_IC from a pull back towards the middle of the coin's range (the old simulator's
+      trend pull): the range position's interval is below zero.
+    Each coin's drift is IC * (its return std) * (the standardised signal): for a weak signal that
+    is a correlation of about IC.
     """
     m = panel(SEEDS[0])
     y = m["fwd_ret_1h"]
@@ -255,10 +260,10 @@ def test_the_same_procedure_detects_planted_effects_of_ic_0_05():
     def z(col: str) -> pl.Series:
         return m.select((pl.col(col) - pl.col(col).mean()) / pl.col(col).std()).to_series().fill_null(0.0)
 
-    book = (y + PLANTED_IC * sd * z("orderbook_imbalance")).to_numpy()
+    book = (y + PLANTED_MODEL_IC * sd * z("orderbook_imbalance")).to_numpy()
     for model in MODELS:
         ci = interval(m, walk_forward_oos(m, book, "1h", model), book)
         assert ci.low > 0, (model, ci)
-    pull = (y - PLANTED_IC * sd * z("range_position")).to_numpy()
+    pull = (y - PLANTED_LEVEL_IC * sd * z("range_position")).to_numpy()
     ci = interval(m, m["range_position"].to_numpy(), pull)
     assert ci.high < 0, ci
