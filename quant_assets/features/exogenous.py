@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import polars as pl
 
 from quant_assets.features.grid import ceil_to, empty_table, require_columns
@@ -28,7 +29,7 @@ from quant_assets.features.keys import (
     RECENCY_LONG_WINDOW,
     recency_keys,
 )
-from quant_assets.features.windows import recency_sums
+from quant_assets.features.windows import recency_sums, trailing_sums
 from quant_assets.schemas import TS
 from quant_assets.universe import TIMEFRAMES
 
@@ -170,20 +171,23 @@ def _scaled_netflow(onchain: pl.LazyFrame | None) -> pl.LazyFrame:
     base = (
         onchain.select("symbol", pl.col("available_at").cast(TS), pl.col("exchange_netflow").cast(pl.Float64))
         .drop_nulls("exchange_netflow")
-        .sort("symbol", "available_at")
+        .sort("symbol", "available_at", "exchange_netflow")  # ties in a fixed order: exact sums
+        .collect()
     )
-    # one window per (symbol, publication time), each aggregated on its own rows (no running sums, so
-    # the value does not depend on how much history precedes the window)
-    rms = (
-        base.rolling("available_at", period=ONCHAIN_SCALE_WINDOW, closed="right", group_by="symbol")
-        .agg((pl.col("exchange_netflow") ** 2).mean().sqrt().alias("_rms"))
-        .unique(subset=["symbol", "available_at"], keep="first", maintain_order=True)
-    )
-    return base.join(rms, on=["symbol", "available_at"], how="left").select(
-        "symbol",
-        "available_at",
-        pl.when(pl.col("_rms") > 0).then(pl.col("exchange_netflow") / pl.col("_rms")).alias("_z"),
-    )
+    window_ms = int(ONCHAIN_SCALE_WINDOW.total_seconds() * 1000)
+    t = base["available_at"].dt.epoch("ms").to_numpy()
+    x = base["exchange_netflow"].to_numpy()
+    z = np.full(base.height, np.nan)
+    symbols = base["symbol"].to_numpy()
+    for symbol in np.unique(symbols):
+        # each window summed on its own rows (no running totals): the value does not depend on how
+        # much history precedes the window
+        i = np.flatnonzero(symbols == symbol)
+        rms = np.sqrt(
+            trailing_sums(t[i], x[i] ** 2, window_ms) / trailing_sums(t[i], np.ones(i.size), window_ms)
+        )
+        z[i] = np.where(rms > 0, x[i] / np.where(rms > 0, rms, 1.0), np.nan)
+    return base.select("symbol", "available_at", pl.Series("_z", z).fill_nan(None)).lazy()
 
 
 def derivatives_features(clock: pl.LazyFrame, derivatives: pl.LazyFrame | None) -> pl.LazyFrame:

@@ -77,7 +77,9 @@ def recency_sums(
     it = (
         items.select("symbol", pl.col("time").dt.epoch("ms").alias("_t"), pl.col("_v").cast(pl.Float64))
         .drop_nulls()
-        .sort("symbol", "_t")
+        # items at the same time in a fixed order (by value): float sums then do not depend on the
+        # order the input came in, which differs between a month read alone and inside a longer run
+        .sort("symbol", "_t", "_v")
         .collect()
     )
     n = frame.height
@@ -100,6 +102,13 @@ def recency_sums(
             out,
         )
     return frame.with_columns(pl.Series(name, out[k]) for k, name in enumerate(names)).lazy()
+
+
+def trailing_sums(item_t: np.ndarray, item_v: np.ndarray, long_ms: int) -> np.ndarray:
+    """At each item of one series (times ascending, ms), the sum of the values with time in (t - long_ms, t]."""
+    out = np.zeros((3, item_t.shape[0]))
+    _trailing_sums(item_t, item_v, item_t, 1, long_ms, np.arange(item_t.shape[0]), out)
+    return out[2]
 
 
 @njit(nogil=True, cache=True)
