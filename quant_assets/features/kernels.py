@@ -114,13 +114,13 @@ def _index(values: np.ndarray, v: int) -> int:
 
 
 class Params(NamedTuple):
-    """The bar family's windows and chunking: one argument of every kernel instead of eleven.
+    """The bar family's windows and chunking: one argument of every kernel instead of nine.
 
     A named tuple because numba types it by its fields: compiled code keys on those types, so the
-    on-disk cache still works (a jitclass argument defeats `cache=True`), the kernels still release
-    the GIL, and fields are read by name at no cost. A record array could not hold the arrays. The
-    windows are arguments, not globals, so the cache can never hold stale windows; family.params
-    builds them from keys.py.
+    on-disk cache still works (with a jitclass argument it never hits: the class's id is part of the
+    key, numba issue 9659), the kernels still release the GIL, and fields are read by name at no
+    cost. A record array could not hold the arrays. The windows are arguments, not globals, so the
+    cache can never hold stale windows; family.params builds them from keys.py.
     """
 
     ret_w: np.ndarray  # int64: ret_n per n

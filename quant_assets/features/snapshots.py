@@ -28,6 +28,9 @@ the 1h-to-5m alignment and the null bitmaps are computed by compiled kernels (ke
 cache-sized chunks of rows on all cores, each chunk reading back MAX_BAR_WINDOW rows. Rolling sums
 are exact per window, so a row's value depends neither on the chunking nor on how much history the
 input holds. The output columns are the kernels' buffers, handed to polars without a copy.
+
+The same rules in a few lines of plain polars: quant_assets_tests/features/bar_family_oracle.py, the
+oracle the kernels are tested against (test_bar_family_oracle.py). Change a feature there first.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ The rules, as in the docstring of quant_assets/features/snapshots.py:
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 import polars as pl
 
@@ -32,6 +33,7 @@ from quant_assets.features.keys import (
     BAR_FLAG_KEYS,
     H1_PREFIX,
     MAX_BAR_WINDOW,
+    MIN_WINDOW_FRACTION,
     RET_WINDOWS,
     SNAPSHOT_FEATURE_KEYS,
     TERM_PAIRS,
@@ -39,11 +41,15 @@ from quant_assets.features.keys import (
     VOLZ_WINDOW,
     bar_family_keys,
 )
-from quant_assets.features.snapshots import min_samples
 
 TS = pl.Datetime("ms", "UTC")
 STEP, HOUR = dt.timedelta(minutes=5), dt.timedelta(hours=1)
 FRESHNESS = dt.timedelta(minutes=5)
+
+
+def min_samples(window: int) -> int:
+    """Present values a rolling statistic over `window` rows needs (else null)."""
+    return max(2, math.ceil(MIN_WINDOW_FRACTION * window))
 
 
 def _bars(bars: pl.DataFrame, timeframe: str, market: str) -> pl.DataFrame:
@@ -59,7 +65,7 @@ def _bars(bars: pl.DataFrame, timeframe: str, market: str) -> pl.DataFrame:
 
 
 def grid(
-    bars: pl.DataFrame, prices: pl.DataFrame, step: dt.timedelta, fallback_at: dt.timedelta, last
+    bars: pl.DataFrame, prices: pl.DataFrame, step: dt.timedelta, fallback_at: dt.timedelta, last: dt.datetime
 ) -> pl.DataFrame:
     """Every coin's complete grid from MAX_BAR_WINDOW rows before its first bar to `last`, with
     bar columns, fallback closes and the two flags."""
@@ -119,7 +125,8 @@ def family(g: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _last(bars: pl.DataFrame, end: dt.datetime | None):
+def _last(bars: pl.DataFrame, end: dt.datetime | None) -> dt.datetime:
+    """The clock's last instant: just before `end`, else the last bar of any coin."""
     return end - dt.timedelta(milliseconds=1) if end is not None else bars["ts"].max()
 
 
