@@ -14,7 +14,9 @@ import polars as pl
 import pytest
 
 from quant_assets.sources import sim_effects as fx
-from quant_assets.sources.sim_events import NEGATIVE_WORDS, POSITIVE_WORDS
+from quant_assets.sources import sim_params as sp
+from quant_assets.sources.sim_daily import daily_state
+from quant_assets.sources.sim_events import NEGATIVE_WORDS, POSITIVE_WORDS, TIER_WEIGHT, day_events
 from quant_assets.sources.synthetic import MarketSimulator
 
 FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
@@ -208,10 +210,6 @@ def test_impacts_are_continuous_from_one_day_to_the_next():
 
 def test_every_planted_effect_is_computed_from_published_columns():
     """Each signal's z is what its table publishes: the reachable ceiling needs nothing hidden."""
-    from quant_assets.sources import sim_params as sp
-    from quant_assets.sources.sim_daily import daily_state
-    from quant_assets.sources.sim_events import TIER_WEIGHT, day_events
-
     day = dt.date(2024, 3, 5)
     de = day_events(7, daily_state(7), sp.cal_index(day))
     out = MarketSimulator(seed=7, signal_strength=1.0).fetch(
