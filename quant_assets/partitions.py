@@ -10,3 +10,6 @@ import dagster as dg
 from quant_assets.universe import HISTORY_START
 
 monthly = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.isoformat(), end_offset=1, timezone="UTC")
+# Model partition M = models trained on rows whose label ends before M's start, predicting month M
+# (a training cut-off per month: a backfill is a walk-forward, the running month is "retrain now").
+model_cutoffs = dg.MonthlyPartitionsDefinition(start_date="2019-01-01", end_offset=1, timezone="UTC")
