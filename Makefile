@@ -8,7 +8,7 @@ export QUANT_ASSETS_LAKE ?= $(CURDIR)/.lake
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint ui backfill bench clean
+.PHONY: install demo test lint ui mlflow backfill bench clean
 
 # torch==2.13.0 first: it is the CPU wheel on this disk; nothing else may pull a CUDA build.
 $(STAMP): pyproject.toml
@@ -35,6 +35,11 @@ lint: $(STAMP)
 ui: $(STAMP)  ## Dagster webserver + daemon on http://127.0.0.1:3000
 	$(PY) -m quant_assets.instance
 	$(VENV)/bin/dagster dev -m quant_assets.definitions -h 127.0.0.1 -p 3000
+
+mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the embedded store (.mlflow/)
+	mkdir -p .mlflow/artifacts
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.mlflow/mlflow.db \
+		--default-artifact-root $(CURDIR)/.mlflow/artifacts -h 127.0.0.1 -p 5000
 
 backfill: $(STAMP)  ## every layer from 2018-01 to the running month, one run per layer
 	$(PY) -m quant_assets.cli backfill
