@@ -1,0 +1,471 @@
+"""The liquid teacher: LightGBM per coin and horizon, a ridge baseline beside it, out-of-fold records.
+
+Input: a training frame (`quant_assets.ml.training_frame.training_frame`): symbol, ts, the feature
+columns, label_1h / label_4h, rows already purged against the cut-off; optionally `close` and
+`cost_depth_notional` (used only for the after-cost backtest of the out-of-fold predictions).
+
+Time rule. Row (symbol, ts) predicts label_h, known at label_end = ts + 5m + h (training_frame's
+docstring); its label interval for purging is [ts, ts + 5m + h]. Every split below purges a training
+row whose interval meets a held-out row's interval (`quant_assets.validation.intervals`), and embargoes
+`embargo_td = h` after each held-out block (de Prado's `getEmbargoTimes`; only k-fold has training rows
+after a held-out block). Rows with a null label for the horizon are not trained on, nor scored.
+
+Per coin, for horizon h:
+1. Early stopping: the last `val_days` days of the coin's labelled rows are the validation tail; the
+   rows before it whose label reaches into the tail are purged. LightGBM is fitted on the rest with
+   early stopping on the tail; its best iteration is kept.
+2. The booster is refitted on every labelled row with `best_iteration` rounds, the ridge on every
+   labelled row (standardised on those rows). These are the models that predict month M.
+3. Walk-forward OOS: the coin's time grid is cut into `n_wf_folds + 1` equal blocks; fold k trains
+   (expanding) on blocks 0..k-1, purged, and predicts block k. Each fold's booster early-stops on its
+   own purged tail (the last min(val_days, a quarter of its span) days of its training rows), so no
+   choice is made with rows the fold predicts. Rows of blocks 1..n are the out-of-fold record `oof`
+   (teacher_oof, ridge_oof): the student distils these, never an in-sample fit. Block 0 is never
+   predicted and its rows carry nulls.
+4. Purged k-fold OOS (`n_kfold` folds, 0 = skip): the same, with training on both sides of each fold.
+
+Metrics (the validation and backtest code that exists, nothing rewritten): wf_/kfold_ ic, rank_ic,
+icir, hit_rate (`signal_metrics`) against the label; wf_rank_ic_low/high/p: whole-day bootstrap
+interval of the walk-forward rank IC (`day_bootstrap_ic`); wf_turnover (traded notional per day over
+capital), wf_pnl_after_cost (total return on capital), wf_sharpe, wf_max_drawdown from `run_backtest`
+on the out-of-fold predictions. The same with a `ridge_` prefix. n_train (labelled rows), n_fit and
+n_val (the early-stopping split), n_oof (walk-forward predicted rows).
+
+Backtest assumptions (stated in `TeacherFit.notes`): sign sizing, one unit of `capital` per coin,
+each entry held for the horizon's bars (`BacktestConfig.for_horizon`), trades at the frame's `close`
+with the cost model's fees, slippage and square-root impact against `cost_depth_notional` (the
+cost model's fallback depth where the frame has none), perpetual funding only when settlement events
+are passed as `funding=`; only the walk-forward rows are traded (block 0 has no out-of-fold score).
+Without a `close` column the backtest metrics are NaN.
+
+Determinism: same frame, feature keys and config -> identical models, predictions and metrics
+(LightGBM deterministic=True, force_row_wise, fixed seeds and num_threads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightgbm
+import numpy as np
+import polars as pl
+
+from quant_assets.ml.training_frame import STEP, TooLittleHistory
+from quant_assets.universe import BARS_PER_DAY, HORIZONS
+from quant_assets.validation.bootstrap import day_bootstrap_ic
+from quant_assets.validation.intervals import LabelIntervals, purged_train_indices
+from quant_assets.validation.metrics import signal_metrics
+from quant_assets.validation.splitters import PurgedKFold, WalkForward
+
+DEPTH_COLUMN = "cost_depth_notional"
+KINDS = ("teacher", "ridge")
+_DAY_NS = 86_400 * 10**9
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """LightGBM, ridge and validation settings of one teacher fit (JSON via dataclasses.asdict)."""
+
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    n_estimators: int = 400  # the most boosting rounds early stopping may keep
+    early_stopping_rounds: int = 40
+    min_child_samples: int = 200
+    feature_fraction: float = 0.8
+    bagging_fraction: float = 0.8
+    lambda_l2: float = 1.0
+    ridge_alpha: float = 10.0  # on standardised features: (Z'Z + alpha I) w = Z'(y - mean y)
+    val_days: int = 14  # early-stopping tail of the training window
+    n_wf_folds: int = 4  # walk-forward folds: the window is cut into n_wf_folds + 1 blocks
+    n_kfold: int = 5  # purged k-fold splits; 0 skips the k-fold metrics
+    seed: int = 0
+    num_threads: int = 1
+
+    def __post_init__(self):
+        positive = ("num_leaves", "n_estimators", "early_stopping_rounds", "min_child_samples", "val_days",
+                    "n_wf_folds", "num_threads")  # fmt: skip
+        bad = [f"{k}={getattr(self, k)!r}" for k in positive if int(getattr(self, k)) < 1]
+        if self.n_kfold == 1 or self.n_kfold < 0:
+            bad.append(f"n_kfold={self.n_kfold!r} (0 to skip, else >= 2)")
+        for k in ("learning_rate", "feature_fraction", "bagging_fraction"):
+            if not 0 < getattr(self, k) <= 1:
+                bad.append(f"{k}={getattr(self, k)!r} (in (0, 1])")
+        if self.ridge_alpha < 0 or self.lambda_l2 < 0:
+            bad.append(f"ridge_alpha={self.ridge_alpha}, lambda_l2={self.lambda_l2} (>= 0)")
+        if bad:
+            raise ValueError(f"TeacherConfig: invalid {', '.join(bad)}")
+
+    def lgb_params(self) -> dict:
+        return {
+            "objective": "regression",
+            "metric": "l2",
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "min_child_samples": self.min_child_samples,
+            "feature_fraction": self.feature_fraction,
+            "bagging_fraction": self.bagging_fraction,
+            "bagging_freq": 1 if self.bagging_fraction < 1 else 0,
+            "lambda_l2": self.lambda_l2,
+            "seed": self.seed,
+            "bagging_seed": self.seed + 1,
+            "feature_fraction_seed": self.seed + 2,
+            "data_random_seed": self.seed + 3,
+            "deterministic": True,
+            "force_row_wise": True,
+            "num_threads": self.num_threads,
+            "verbosity": -1,
+        }
+
+    def rows_needed(self) -> int:
+        """Labelled rows a coin needs: a validation tail of val_days and at least as much to fit on."""
+        return 2 * self.val_days * BARS_PER_DAY
+
+
+@dataclass(frozen=True)
+class RidgeModel:
+    """Ridge on features standardised with the training rows' mean and std; a missing value is the mean."""
+
+    feature_keys: tuple[str, ...]
+    mean: np.ndarray
+    std: np.ndarray
+    coef: np.ndarray
+    intercept: float
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, feature_keys: Sequence[str], alpha: float) -> RidgeModel:
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(x, axis=0)
+            std = np.nanstd(x, axis=0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)  # an all-missing or constant column weighs 0
+        z = _standardise(x, mean, std)
+        y_mean = float(y.mean())
+        a = z.T @ z + alpha * np.eye(z.shape[1])
+        coef = np.linalg.solve(a, z.T @ (y - y_mean))
+        return cls(tuple(feature_keys), mean, std, coef, y_mean)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return _standardise(x, self.mean, self.std) @ self.coef + self.intercept
+
+    def to_dict(self) -> dict:
+        return {"feature_keys": list(self.feature_keys), "mean": self.mean.tolist(), "std": self.std.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RidgeModel:
+        arr = {k: np.asarray(d[k], dtype=np.float64) for k in ("mean", "std", "coef")}
+        return cls(tuple(d["feature_keys"]), arr["mean"], arr["std"], arr["coef"], float(d["intercept"]))
+
+
+def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    z = (np.asarray(x, dtype=np.float64) - mean) / std
+    return np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass
+class TeacherFit:
+    """One coin, one horizon: the models that predict month M and what validated them."""
+
+    symbol: str
+    horizon: str  # "1h" | "4h"
+    booster: lightgbm.Booster  # refitted on the whole window with best_iteration rounds
+    ridge: RidgeModel
+    best_iteration: int
+    oof: pl.DataFrame  # symbol, ts, horizon, label, teacher_oof, ridge_oof (walk-forward, nulls in block 0)
+    metrics: dict[str, float]
+    importance: pl.DataFrame  # feature, gain, split (of the refitted booster)
+    notes: tuple[str, ...] = field(default=())  # what the backtest assumed for want of an input
+
+
+@dataclass(frozen=True)
+class _Coin:
+    symbol: str
+    ts: pl.Series
+    x: np.ndarray  # float64 [rows, features], NaN = missing
+    y: np.ndarray
+    iv: LabelIntervals
+    bars: pl.DataFrame  # ts, symbol, close?, depth? for the backtest
+
+
+def label_column(horizon: str) -> str:
+    if horizon not in HORIZONS:
+        raise ValueError(f"teacher: horizon must be one of {list(HORIZONS)}, got {horizon!r}")
+    return f"label_{horizon}"
+
+
+def _features(frame: pl.DataFrame, feature_keys: Sequence[str]) -> np.ndarray:
+    x = frame.select(pl.col(c).cast(pl.Float64).fill_null(float("nan")) for c in feature_keys).to_numpy()
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    x[~np.isfinite(x)] = np.nan  # LightGBM's and the ridge's missing value
+    return x
+
+
+def _coins(frame: pl.DataFrame, feature_keys: Sequence[str], horizon: str, cfg: TeacherConfig) -> list[_Coin]:
+    label = label_column(horizon)
+    missing = [c for c in ("symbol", "ts", label, *feature_keys) if c not in frame.columns]
+    if missing:
+        raise ValueError(f"teacher: training frame lacks columns {missing} (has {len(frame.columns)})")
+    if not feature_keys:
+        raise ValueError("teacher: no feature keys")
+    labelled = frame.filter(pl.col(label).is_not_null() & pl.col(label).is_finite()).sort("symbol", "ts")
+    needed = cfg.rows_needed()
+    symbols = sorted(frame.get_column("symbol").unique().to_list())
+    counts = dict(labelled.group_by("symbol").len().iter_rows())
+    short = [f"{s} has {counts.get(s, 0):,}" for s in symbols if counts.get(s, 0) < needed]
+    if not symbols or short:
+        raise TooLittleHistory(
+            f"liquid teacher {horizon}: too little history: {'; '.join(short) or 'no coin has rows'} "
+            f"rows with a known {label}; needs {needed:,} per coin (2 x val_days={cfg.val_days} days of "
+            f"{BARS_PER_DAY} 5m bars: a validation tail and as much to fit on)"
+        )
+    extra = [c for c in ("close", DEPTH_COLUMN) if c in frame.columns]
+    out = []
+    for (sym,), g in labelled.group_by("symbol", maintain_order=True):
+        ts = g.get_column("ts")
+        t0 = ts.cast(pl.Datetime("ns", "UTC"))
+        iv = LabelIntervals.build(t0, t0 + (STEP + HORIZONS[horizon]))
+        out.append(_Coin(sym, ts, _features(g, feature_keys), g.get_column(label).to_numpy().astype(np.float64),
+                         iv, g.select("ts", "symbol", *extra)))  # fmt: skip
+    return out
+
+
+def _tail_split(iv: LabelIntervals, rows: np.ndarray, days: float) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, val) rows out of `rows`: val = its last `days` days, fit = the rest purged against val."""
+    last = iv.t0[rows].max()
+    val_mask = iv.t0[rows] > last - int(days * _DAY_NS)
+    val = rows[val_mask]
+    test_steps = np.zeros(iv.n_steps, dtype=bool)
+    test_steps[iv.pos[val]] = True
+    train_steps = np.zeros(iv.n_steps, dtype=bool)
+    train_steps[iv.pos[rows[~val_mask]]] = True
+    fit = purged_train_indices(iv, test_steps, train_steps)
+    return fit, val
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, names: list[str], reference=None) -> lightgbm.Dataset:
+    return lightgbm.Dataset(x, label=y, feature_name=names, reference=reference, free_raw_data=True)
+
+
+def _boost(c: _Coin, names, cfg: TeacherConfig, fit: np.ndarray, val: np.ndarray) -> lightgbm.Booster:
+    train = _dataset(c.x[fit], c.y[fit], names)
+    valid = _dataset(c.x[val], c.y[val], names, reference=train)
+    return lightgbm.train(
+        cfg.lgb_params(),
+        train,
+        num_boost_round=cfg.n_estimators,
+        valid_sets=[valid],
+        callbacks=[lightgbm.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+
+
+def _fold_models(c: _Coin, names, cfg: TeacherConfig, train: np.ndarray):
+    """A fold's booster (early-stopped on its own purged tail) and ridge, both fitted on `train` rows."""
+    span_days = (c.iv.t0[train].max() - c.iv.t0[train].min()) / _DAY_NS
+    fit, val = _tail_split(c.iv, train, min(cfg.val_days, span_days / 4))
+    if len(fit) < cfg.min_child_samples or len(val) == 0:
+        raise TooLittleHistory(
+            f"liquid teacher {c.symbol}: a validation fold has {len(fit)} rows to fit and {len(val)} to "
+            f"stop on; raise the window or lower n_wf_folds/n_kfold (min_child_samples={cfg.min_child_samples})"
+        )
+    booster = _boost(c, names, cfg, fit, val)
+    ridge = RidgeModel.fit(c.x[train], c.y[train], names, cfg.ridge_alpha)
+    return booster, ridge
+
+
+def _oos(c: _Coin, names, cfg: TeacherConfig, splits) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-sample teacher and ridge predictions for each split's test rows (NaN where none)."""
+    pred = {k: np.full(len(c.y), np.nan) for k in KINDS}
+    for train, test in splits:
+        booster, ridge = _fold_models(c, names, cfg, train)
+        pred["teacher"][test] = booster.predict(c.x[test], num_iteration=booster.best_iteration,
+                                                num_threads=cfg.num_threads)  # fmt: skip
+        pred["ridge"][test] = ridge.predict(c.x[test])
+    return pred["teacher"], pred["ridge"]
+
+
+def _signal(c: _Coin, pred: np.ndarray, prefix: str) -> dict[str, float]:
+    df = pl.DataFrame({"symbol": c.symbol, "ts": c.ts, "p": pred, "y": c.y})
+    row = signal_metrics(df, "p", "y").filter(pl.col("symbol") == c.symbol)
+    if row.height == 0:
+        return {f"{prefix}{k}": float("nan") for k in ("ic", "rank_ic", "icir", "hit_rate")}
+    r = row.row(0, named=True)
+    return {f"{prefix}{k}": float(r[k]) for k in ("ic", "rank_ic", "icir", "hit_rate")}
+
+
+def _bootstrap(c: _Coin, pred: np.ndarray, prefix: str, seed: int) -> dict[str, float]:
+    ok = np.isfinite(pred)
+    days = c.ts.dt.date().to_numpy()[ok]
+    try:
+        b = day_bootstrap_ic(pred[ok], c.y[ok], days, seed=seed)
+    except ValueError:  # fewer than 10 days or rows predicted: no interval
+        return {f"{prefix}rank_ic_{k}": float("nan") for k in ("low", "high", "p")}
+    return {f"{prefix}rank_ic_low": b.low, f"{prefix}rank_ic_high": b.high, f"{prefix}rank_ic_p": b.p_value}
+
+
+def _backtest(c: _Coin, pred: np.ndarray, horizon: str, prefix: str, funding) -> tuple[dict, tuple]:
+    keys = ("turnover", "pnl_after_cost", "sharpe", "max_drawdown")
+    ok = np.isfinite(pred)
+    if "close" not in c.bars.columns or not ok.any():
+        note = "backtest: the training frame has no close column; after-cost metrics are NaN"
+        return {f"{prefix}{k}": float("nan") for k in keys}, (note,) if "close" not in c.bars.columns else ()
+    from quant_assets.backtest.config import BacktestConfig  # the engine only where a close exists
+    from quant_assets.backtest.engine import run_backtest
+
+    bars = c.bars.filter(pl.Series(ok)).with_columns(score=pl.Series(pred[ok]))
+    bars = bars.filter(pl.col("close").is_not_null() & pl.col("close").is_finite())
+    cfg = BacktestConfig.for_horizon(
+        horizon, depth_column=DEPTH_COLUMN if DEPTH_COLUMN in bars.columns else None
+    )
+    res = run_backtest(
+        bars, cfg, funding=funding.filter(pl.col("symbol") == c.symbol) if funding is not None else None
+    )
+    m = res.metrics
+    return {
+        f"{prefix}turnover": float(m["turnover_per_day"]),
+        f"{prefix}pnl_after_cost": float(m["total_return"]),
+        f"{prefix}sharpe": float(m["sharpe"]),
+        f"{prefix}max_drawdown": float(m["max_drawdown"]),
+    }, res.assumptions
+
+
+def _fit_coin(c: _Coin, names: list[str], horizon: str, cfg: TeacherConfig, funding) -> TeacherFit:
+    everything = np.arange(len(c.y))
+    fit, val = _tail_split(c.iv, everything, cfg.val_days)
+    if len(fit) < cfg.min_child_samples:
+        raise TooLittleHistory(
+            f"liquid teacher {c.symbol} {horizon}: {len(fit):,} rows before the {cfg.val_days}-day validation "
+            f"tail (of {len(c.y):,}); needs {cfg.min_child_samples:,} (min_child_samples)"
+        )
+    stopped = _boost(c, names, cfg, fit, val)
+    best = max(1, int(stopped.best_iteration or cfg.n_estimators))
+    final = lightgbm.train(cfg.lgb_params(), _dataset(c.x, c.y, names), num_boost_round=best)
+    ridge = RidgeModel.fit(c.x, c.y, names, cfg.ridge_alpha)
+
+    # int nanoseconds, the unit of the intervals' axis
+    embargo = int((STEP + HORIZONS[horizon]).total_seconds()) * 10**9
+    n_steps = c.iv.n_steps
+    block = n_steps // (cfg.n_wf_folds + 1)
+    wf = WalkForward(test_size=block, train_size=block, expanding=True, embargo_td=embargo)
+    wf_t, wf_r = _oos(c, names, cfg, wf.split(c.x, t0=c.iv.t0, t1=c.iv.t1))
+    metrics: dict[str, float] = {"n_train": float(len(c.y)), "n_fit": float(len(fit)), "n_val": float(len(val)),
+                                 "n_oof": float(np.isfinite(wf_t).sum()), "best_iteration": float(best)}  # fmt: skip
+    notes: list[str] = []
+    for kind, pred in (("teacher", wf_t), ("ridge", wf_r)):
+        p = "" if kind == "teacher" else "ridge_"
+        metrics |= _signal(c, pred, f"{p}wf_")
+        metrics |= _bootstrap(c, pred, f"{p}wf_", cfg.seed)
+        bt, assumed = _backtest(c, pred, horizon, f"{p}wf_", funding)
+        metrics |= bt
+        notes += [a for a in assumed if a not in notes]
+    if cfg.n_kfold:
+        kf = PurgedKFold(cfg.n_kfold, embargo_td=embargo)
+        kf_t, kf_r = _oos(c, names, cfg, kf.split(c.x, t0=c.iv.t0, t1=c.iv.t1))
+        metrics |= _signal(c, kf_t, "kfold_") | _signal(c, kf_r, "ridge_kfold_")
+
+    oof = pl.DataFrame({"symbol": c.symbol, "ts": c.ts, "horizon": horizon, "label": c.y,
+                        "teacher_oof": wf_t, "ridge_oof": wf_r}).with_columns(
+        pl.col("teacher_oof", "ridge_oof").fill_nan(None)
+    )  # fmt: skip
+    importance = pl.DataFrame({
+        "feature": names,
+        "gain": final.feature_importance("gain").astype(np.float64),
+        "split": final.feature_importance("split").astype(np.int64),
+    }).sort("gain", "feature", descending=[True, False])  # fmt: skip
+    return TeacherFit(c.symbol, horizon, final, ridge, best, oof, metrics, importance, tuple(notes))
+
+
+def fit_teacher(
+    frame: pl.DataFrame,
+    feature_keys: Sequence[str],
+    horizon: str,
+    cfg: TeacherConfig,
+    *,
+    funding: pl.DataFrame | None = None,
+) -> dict[str, TeacherFit]:
+    """One TeacherFit per coin of `frame` for `horizon` (module docstring); keyed by symbol.
+
+    Raises TooLittleHistory, naming every short coin with its rows and the rows needed, before any
+    model is trained. `funding`: optional settlement events (symbol, ts, funding_rate) the backtest of
+    the out-of-fold predictions charges perpetual positions.
+    """
+    names = list(feature_keys)
+    coins = _coins(frame, names, horizon, cfg)
+    return {c.symbol: _fit_coin(c, names, horizon, cfg, funding) for c in coins}
+
+
+def predict(fits: dict[str, TeacherFit], frame: pl.DataFrame) -> pl.DataFrame:
+    """symbol, ts, horizon, prediction (LightGBM), baseline (ridge) for the rows of `frame` of each fitted coin.
+
+    Features of a row are known at its close, so predicting rows at or after the cut-off is out of sample.
+    """
+    parts = []
+    for sym, f in sorted(fits.items()):
+        rows = frame.filter(pl.col("symbol") == sym).sort("ts")
+        missing = [k for k in f.ridge.feature_keys if k not in rows.columns]
+        if missing:
+            raise ValueError(f"teacher predict {sym}: frame lacks feature columns {missing}")
+        x = _features(rows, f.ridge.feature_keys)
+        parts.append(
+            pl.DataFrame(
+                {
+                    "symbol": pl.Series([sym] * rows.height, dtype=pl.String),
+                    "ts": rows.get_column("ts"),
+                    "horizon": pl.Series([f.horizon] * rows.height, dtype=pl.String),
+                    "prediction": f.booster.predict(x, num_threads=1) if rows.height else np.empty(0),
+                    "baseline": f.ridge.predict(x) if rows.height else np.empty(0),
+                }
+            )  # fmt: skip
+        )
+    if not parts:
+        return pl.DataFrame(schema={"symbol": pl.String, "ts": pl.Datetime("ms", "UTC"), "horizon": pl.String,
+                                    "prediction": pl.Float64, "baseline": pl.Float64})  # fmt: skip
+    return pl.concat(parts)
+
+
+# Safe formats only: LightGBM's text model, JSON, parquet. Never pickle.
+MODEL_FILE, RIDGE_FILE, FIT_FILE, OOF_FILE, IMPORTANCE_FILE = (
+    "model.txt", "ridge.json", "fit.json", "oof.parquet", "importance.parquet")  # fmt: skip
+
+
+def _json_num(v: float):
+    return v if math.isfinite(v) else None  # JSON has no NaN
+
+
+def save_fit(fit: TeacherFit, directory: str | Path) -> list[Path]:
+    """Write `fit` into `directory` (created): model.txt, ridge.json, fit.json, oof.parquet, importance.parquet."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = [d / n for n in (MODEL_FILE, RIDGE_FILE, FIT_FILE, OOF_FILE, IMPORTANCE_FILE)]
+    fit.booster.save_model(paths[0], num_iteration=-1)
+    paths[1].write_text(json.dumps(fit.ridge.to_dict()))
+    meta = {"symbol": fit.symbol, "horizon": fit.horizon, "best_iteration": fit.best_iteration,
+            "metrics": {k: _json_num(float(v)) for k, v in fit.metrics.items()}, "notes": list(fit.notes)}  # fmt: skip
+    paths[2].write_text(json.dumps(meta, indent=1, sort_keys=True))
+    fit.oof.write_parquet(paths[3])
+    fit.importance.write_parquet(paths[4])
+    return paths
+
+
+def load_fit(directory: str | Path) -> TeacherFit:
+    d = Path(directory)
+    meta = json.loads((d / FIT_FILE).read_text())
+    return TeacherFit(
+        symbol=meta["symbol"],
+        horizon=meta["horizon"],
+        booster=lightgbm.Booster(model_file=str(d / MODEL_FILE)),
+        ridge=RidgeModel.from_dict(json.loads((d / RIDGE_FILE).read_text())),
+        best_iteration=int(meta["best_iteration"]),
+        oof=pl.read_parquet(d / OOF_FILE),
+        metrics={k: float("nan") if v is None else float(v) for k, v in meta["metrics"].items()},
+        importance=pl.read_parquet(d / IMPORTANCE_FILE),
+        notes=tuple(meta.get("notes", ())),
+    )
+
+
+def config_dict(cfg: TeacherConfig) -> dict:
+    """The config as JSON-ready params (for MLflow and the manifest)."""
+    return asdict(cfg)
