@@ -241,10 +241,13 @@ RAW_TABLES: dict[str, TableSchema] = {
                 "entity_type": pl.String,
                 "name": pl.String,
                 "symbol": pl.String,
+                "first_seen": pl.Date,
             },
-            key=("entity_id",),
+            key=("date", "entity_id"),
             nullable=frozenset({"symbol"}),
-            description="Coins, exchanges, projects, regulators; date = the day the entity was first seen.",
+            description="The entity catalogue (coins, exchanges, projects, regulators), restated in every month "
+            "it is known: date = the later of first_seen and the month's first day, so each monthly partition "
+            "lists every entity its events can link to. Take unique entity_id for the catalogue as of a date.",
         ),
     )
 }

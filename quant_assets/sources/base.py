@@ -14,6 +14,8 @@ from typing import Protocol
 
 import polars as pl
 
+from quant_assets.periods import months
+
 
 class MarketSource(Protocol):
     name: str
@@ -36,3 +38,23 @@ def clip_to_until(df: pl.DataFrame, until: dt.datetime) -> pl.DataFrame:
     if "available_at" in df.columns:
         cond = cond & (pl.col("available_at") <= until)
     return df.filter(cond)
+
+
+def restate_catalogue(catalogue: pl.DataFrame, start: dt.date, end: dt.date) -> pl.DataFrame:
+    """Rows of the entity catalogue dated within [start, end): each entity restated in every month it is known.
+
+    `catalogue` has one row per entity with its `first_seen` date (already limited to what was
+    visible by the build time). The table it feeds holds, for every calendar month M and every
+    entity first seen before M ends, one row dated `max(first_seen, first day of M)`. So a monthly
+    partition lists every entity its events can link to (a demo of two recent months is not left
+    with an empty catalogue), the rows do not depend on how the history is cut into windows, and
+    no row is dated before its entity was first seen.
+    """
+    parts = [catalogue.with_columns(pl.col("first_seen").alias("date")).clear()]
+    for m0, m1 in months(start.replace(day=1), end):
+        known = catalogue.filter(pl.col("first_seen") < m1)
+        dated = known.with_columns(
+            pl.max_horizontal(pl.col("first_seen"), pl.lit(m0, dtype=pl.Date)).alias("date")
+        )
+        parts.append(dated.filter((pl.col("date") >= start) & (pl.col("date") < end)))
+    return pl.concat(parts)

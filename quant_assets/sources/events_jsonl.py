@@ -18,7 +18,8 @@ One JSON object per line (blank lines are skipped):
                                                # text required; the other payload fields optional
 
 Rows: events (date = UTC day of ts), event_links (one per entity of an event, date = the event's
-date), entities (date = the day of the first visible event that names it). Every error names the
+date), entities (first_seen = the day of the first visible event that names it; restated in every
+month from then on, date = the later of first_seen and the month's first day). Every error names the
 file, the line and the field. Naive times are rejected: a feed's local time would shift every
 event by hours and silently break the no-look-ahead rule.
 """
@@ -33,6 +34,7 @@ import math
 import polars as pl
 
 from quant_assets.schemas import EVENT_TYPES, PAYLOAD, RAW_TABLES, TS
+from quant_assets.sources.base import restate_catalogue
 
 EVENT_TABLES = ("events", "event_links", "entities")
 PAYLOAD_FIELDS = tuple(f.name for f in PAYLOAD.fields)
@@ -109,22 +111,23 @@ def load_events_jsonl(path: str) -> dict[str, pl.DataFrame]:
 def events_tables(path: str, start: dt.date, end: dt.date, until: dt.datetime) -> dict[str, pl.DataFrame]:
     """The three tables for days [start, end), holding only what was visible by `until`.
 
-    An entity's date is its first VISIBLE mention, so an entity first named in an event
-    published after `until` does not appear early.
+    An entity is first seen at its first VISIBLE mention, so an entity first named in an event
+    published after `until` does not appear early; the catalogue is restated in every month from
+    then on (`base.restate_catalogue`).
     """
     full = load_events_jsonl(path)
     visible = (pl.col("ts") < until) & (pl.col("available_at") <= until)
     events = full["events"].filter(visible)
     links = full["event_links"].filter(visible).with_columns(date=pl.col("ts").dt.date())
-    first = links.group_by("entity_id").agg(pl.col("date").min())
-    entities = full["entities"].join(first, on="entity_id", how="inner")
+    first = links.group_by("entity_id").agg(pl.col("date").min().alias("first_seen"))
+    entities = restate_catalogue(full["entities"].join(first, on="entity_id", how="inner"), start, end)
     in_window = (pl.col("date") >= start) & (pl.col("date") < end)
     return {
         "events": RAW_TABLES["events"].conform(events.filter(in_window)).sort("event_id"),
         "event_links": RAW_TABLES["event_links"]
         .conform(links.filter(in_window))
         .sort("event_id", "entity_id"),
-        "entities": RAW_TABLES["entities"].conform(entities.filter(in_window)).sort("entity_id"),
+        "entities": RAW_TABLES["entities"].conform(entities).sort("date", "entity_id"),
     }
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 
 from quant_assets.schemas import DEPTH_BANDS, TS
+from quant_assets.sources.base import restate_catalogue
 from quant_assets.sources import sim_params as p
 from quant_assets.sources.sim_bars import hourly, round_price, size_factor, tick_size, typical_bar_sigma
 from quant_assets.sources.sim_daily import DailyState, ar1
@@ -225,24 +226,26 @@ def events(sim: Sim) -> tuple[pl.DataFrame, pl.DataFrame]:
     return df.sort("event_id"), links.sort("event_id", "entity_id")
 
 
-def entities(start_ms: int, end_ms: int, until_ms: int) -> pl.DataFrame:
-    rows = [e for e in ENTITIES if start_ms <= _ms(e.first_seen) < end_ms and _ms(e.first_seen) < until_ms]
-    return pl.DataFrame(
+def entities(start: dt.date, end: dt.date, until_ms: int) -> pl.DataFrame:
+    """The entity catalogue restated per month (see `base.restate_catalogue`), as visible by `until`."""
+    seen = [e for e in ENTITIES if _ms(e.first_seen) < until_ms]
+    catalogue = pl.DataFrame(
         {
-            "date": [e.first_seen for e in rows],
-            "entity_id": [e.entity_id for e in rows],
-            "entity_type": [e.entity_type for e in rows],
-            "name": [e.name for e in rows],
-            "symbol": [e.symbol for e in rows],
+            "entity_id": [e.entity_id for e in seen],
+            "entity_type": [e.entity_type for e in seen],
+            "name": [e.name for e in seen],
+            "symbol": [e.symbol for e in seen],
+            "first_seen": [e.first_seen for e in seen],
         },
         schema={
-            "date": pl.Date,
             "entity_id": pl.String,
             "entity_type": pl.String,
             "name": pl.String,
             "symbol": pl.String,
+            "first_seen": pl.Date,
         },  # fmt: skip
-    ).sort("entity_id")
+    )
+    return restate_catalogue(catalogue, start, end).sort("date", "entity_id")
 
 
 def _ms(day) -> int:

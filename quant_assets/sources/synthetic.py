@@ -134,7 +134,7 @@ class MarketSimulator:
         first = max(start, FIRST_DAY)
         out = {t: RAW_TABLES[t].empty() for t in tables}
         if "entities" in tables:
-            out["entities"] = tb.entities(_ms(start), _ms(end), until_ms)
+            out["entities"] = tb.entities(start, end, until_ms)
         data_tables = [t for t in tables if t != "entities"]
         if first >= last or not data_tables:
             return {t: RAW_TABLES[t].conform(df) for t, df in out.items()}

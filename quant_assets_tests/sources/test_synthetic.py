@@ -314,21 +314,36 @@ def test_events_carry_complete_payloads_and_link_to_known_entities(boundary_wind
     assert links.join(first_seen, on="entity_id").filter(pl.col("date") < pl.col("seen")).height == 0
 
 
-def test_each_entity_appears_once_dated_by_its_first_appearance():
+def test_each_month_lists_every_entity_known_by_then_dated_no_earlier_than_first_seen():
     sim = MarketSimulator(seed=9)
     months = [dt.date(y, m, 1) for y in range(2018, 2026) for m in range(1, 13)]
     found = pl.concat(
         [sim.fetch(["entities"], a, b, FAR)["entities"] for a, b in zip(months, months[1:], strict=False)]
     )
-    assert found["entity_id"].is_unique().all()
+    assert found.select("date", "entity_id").is_unique().all()
     assert set(found["entity_id"]) == {e.entity_id for e in ENTITIES}
-    coins = found.filter(entity_type="coin")
+    assert (found["date"] >= found["first_seen"]).all()  # never dated before it was seen
     for c in COINS:
-        row = coins.filter(symbol=c.symbol)
-        assert row["date"].item() == max(c.spot_listed, HISTORY_START)
-    assert (
-        sim.fetch(
-            ["entities"], dt.date(2023, 6, 1), dt.date(2023, 7, 1), dt.datetime(2023, 6, 14, tzinfo=dt.UTC)
-        )["entities"].height
-        == 0
-    )  # EigenLayer is first seen on 2023-06-14, after this `until`
+        rows = found.filter(entity_type="coin", symbol=c.symbol).sort("date")
+        assert rows["first_seen"].unique().to_list() == [c.first_day()]
+        assert rows["date"][0] == max(c.spot_listed, HISTORY_START)
+        assert rows.height == sum(1 for m0, m1 in zip(months, months[1:], strict=False) if c.first_day() < m1)
+    # one window equals its months fetched one by one (rows do not depend on how history is cut)
+    whole = sim.fetch(["entities"], dt.date(2023, 1, 1), dt.date(2023, 7, 1), FAR)["entities"]
+    assert whole.equals(
+        found.filter(pl.col("date").is_between(dt.date(2023, 1, 1), dt.date(2023, 7, 1), "left"))
+    )
+
+    # a month's partition lists every entity its events link to (a demo of recent months is not empty)
+    month = sim.fetch(["events", "event_links", "entities"], dt.date(2025, 11, 1), dt.date(2025, 12, 1), FAR)
+    assert set(month["event_links"]["entity_id"]) <= set(month["entities"]["entity_id"])
+    assert month["entities"]["date"].unique().to_list() == [dt.date(2025, 11, 1)]
+
+    june = sim.fetch(
+        ["entities"], dt.date(2023, 6, 1), dt.date(2023, 7, 1), dt.datetime(2023, 6, 14, tzinfo=dt.UTC)
+    )
+    assert "project:eigenlayer" not in set(
+        june["entities"]["entity_id"]
+    )  # first seen 2023-06-14, after `until`
+    june = sim.fetch(["entities"], dt.date(2023, 6, 1), dt.date(2023, 7, 1), FAR)["entities"]
+    assert june.filter(entity_id="project:eigenlayer")["date"].to_list() == [dt.date(2023, 6, 14)]

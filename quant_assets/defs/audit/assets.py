@@ -109,8 +109,8 @@ def _heatmap_markdown(by_month: pl.DataFrame) -> str:
     import matplotlib.pyplot as plt
 
     tables = by_month.get_column("table").unique(maintain_order=True).to_list()
-    cmap = matplotlib.colormaps["RdYlGn"].copy()
-    cmap.set_bad("lightgrey")  # no buckets expected: the coin was not listed yet
+    # grey: no buckets expected (the coin was not listed yet)
+    cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="lightgrey")
     fig, axes = plt.subplots(len(tables), 1, figsize=(12, 1.6 * len(tables) + 0.5), squeeze=False)
     for ax, name in zip(axes[:, 0], tables, strict=True):
         wide = (
