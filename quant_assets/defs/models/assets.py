@@ -1,0 +1,366 @@
+"""The Liquid production chain: `liquid_teacher` (LightGBM + ridge) -> `liquid_student` (TSMixer, torchrun).
+
+Partition M of `model_cutoffs` is a training cut-off: its models learn only from
+`feature_matrix_main` rows whose label ends before M's start (ml.training_frame purges the rest) and
+predict every row of month M out of sample. A backfill of model partitions is a walk-forward of the
+production procedure; re-materialising the running month is "retrain now".
+
+Time rule: what a partition reads is fixed by the versions Dagster recorded for its input tables
+(`defs.lineage.recorded_snapshot`), read with `lake.scan(..., version=...)` and pinned (`lake.pin`,
+owner `<asset>/<partition>`) so the training rows can be read back exactly and maintenance keeps
+their files. The dependency on `feature_matrix_main` maps partition M to the 14 months up to M (the
+default 420-day look-back and month M itself) for the lineage and the UI; the rows actually read are
+those of the recorded version, whatever was materialised since.
+"""
+
+
+import datetime as dt
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from quant_assets import lake
+from quant_assets.backtest.config import BacktestConfig
+from quant_assets.backtest.engine import run_horizons
+from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE, backtest_inputs_from_lake
+from quant_assets.defs.common import markdown_table
+from quant_assets.defs.lineage import recorded_snapshot
+from quant_assets.defs.models.config import TeacherRunConfig
+from quant_assets.defs.models.tables import (
+    BACKTEST_RUNS,
+    MODEL_PREDICTIONS,
+    TEACHER_OOF,
+    replace_partition,
+)
+from quant_assets.defs.models.tracking import MlflowTracking, coin_name
+from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
+from quant_assets.ml import teacher as teacher_ml
+from quant_assets.ml.training_frame import STEP, FastWindow, TooLittleHistory, TrainingFrame, training_frame
+from quant_assets.partitions import model_cutoffs
+from quant_assets.universe import HORIZONS
+from quant_assets.validation.metrics import signal_metrics
+
+MODELS_GROUP = "models"
+TEACHER, RIDGE, STUDENT = "liquid_teacher", "liquid_ridge", "liquid_student"
+INPUT_TABLES = (MATRIX_TABLE, FUNDING_TABLE)
+# Months of feature_matrix_main partition M reads with the default window: ceil(420 / 30) + M itself.
+LOOK_BACK_MONTHS = 14
+FEATURE_DEP = dg.AssetDep(
+    MATRIX_TABLE,
+    partition_mapping=dg.TimeWindowPartitionMapping(
+        start_offset=-LOOK_BACK_MONTHS, end_offset=0, allow_nonexistent_upstream_partitions=True
+    ),
+)
+# A fast window is `rows_per_coin` rows back from the cut-off; read this many times their span so
+# gaps in a coin's clock still leave enough rows, without scanning the whole table.
+FAST_SPAN_FACTOR = 3
+
+
+def _utc(d: dt.datetime) -> dt.datetime:
+    return d.astimezone(dt.UTC)
+
+
+def _versions(context: dg.AssetExecutionContext) -> dict[str, int]:
+    versions = recorded_snapshot(context.instance, INPUT_TABLES)
+    missing = [t for t in INPUT_TABLES if t not in versions]
+    if missing:
+        raise dg.Failure(
+            f"model inputs {missing} were never materialised through Dagster (no recorded Delta version): "
+            "materialise the raw and features layers for the training window first"
+        )
+    return versions
+
+
+def _pin(owner: str, versions: dict[str, int]) -> None:
+    """A retrain replaces the partition's models: its pins move to the versions it read."""
+    lake.unpin(owner)
+    for table, version in sorted(versions.items()):
+        lake.pin(table, version, owner)
+
+
+def _matrix_range(cutoff: dt.datetime, window) -> dt.date:
+    """First day of feature_matrix_main a training window of this cut-off can need."""
+    if isinstance(window, FastWindow):
+        span = STEP * window.rows_per_coin * FAST_SPAN_FACTOR
+        return (cutoff - span - dt.timedelta(days=1)).date()
+    lo, _ = window.bounds(cutoff)
+    return lo.date()
+
+
+def rows_digest(frame: pl.DataFrame) -> str:
+    """sha256 of the (symbol, ts) keys of a training frame, in its (symbol, ts) order."""
+    keys = frame.select("symbol", pl.col("ts").dt.epoch("ms")).sort("symbol", "ts")
+    h = hashlib.sha256()
+    for sym, ts in keys.iter_rows():
+        h.update(f"{sym}|{ts};".encode())
+    return h.hexdigest()
+
+
+def teacher_training_frame(
+    cutoff: dt.datetime, window, versions: dict[str, int], teacher_cfg
+) -> TrainingFrame:
+    """The teacher's rows of the cut-off at the recorded versions, with close and depth for its backtest."""
+    lo = _matrix_range(cutoff, window)
+    matrix = lake.scan(MATRIX_TABLE, lo, cutoff.date() + dt.timedelta(days=1), version=versions[MATRIX_TABLE])
+    tf = training_frame(
+        matrix, cutoff, window, LIQUID_FULL_FEATURE_KEYS, min_labelled_rows=teacher_cfg.rows_needed()
+    )
+    bars = matrix.select("symbol", "ts", "close", DEPTH_COLUMN).collect()
+    frame = tf.frame.join(bars, on=["symbol", "ts"], how="left", maintain_order="left")
+    return TrainingFrame(frame, tf.manifest)
+
+
+def _month_rows(cutoff: dt.datetime, end: dt.datetime, versions: dict[str, int], columns) -> pl.DataFrame:
+    """Every feature_matrix_main row of month M (ts in [cutoff, end)) at the recorded version."""
+    lf = lake.scan(MATRIX_TABLE, cutoff.date(), end.date(), version=versions[MATRIX_TABLE])
+    return (
+        lf.filter((pl.col("ts") >= cutoff) & (pl.col("ts") < end))
+        .select(*columns)
+        .sort("symbol", "ts")
+        .collect()
+    )
+
+
+def month_evaluation(
+    preds: pl.DataFrame, month: pl.DataFrame, cutoff: dt.datetime, end: dt.datetime, versions: dict[str, int]
+) -> tuple[pl.DataFrame, dict]:
+    """OOS IC per coin and horizon of month M's predictions (where labels are known) and one after-cost
+    backtest per horizon (`run_horizons` on the matrix's bars and funding at the recorded versions)."""
+    ics = []
+    for h in HORIZONS:
+        p = preds.filter(pl.col("horizon") == h).join(
+            month.select("symbol", "ts", pl.col(f"label_{h}").alias("label")), on=["symbol", "ts"]
+        )
+        p = p.filter(pl.col("label").is_not_null() & pl.col("prediction").is_finite())
+        if p.height > 2:
+            m = signal_metrics(p, "prediction", "label").select("symbol", "n", "ic", "rank_ic")
+            ics.append(m.with_columns(horizon=pl.lit(h)))
+    ic = pl.concat(ics) if ics else pl.DataFrame()
+    if preds.height == 0:
+        return ic, {}
+    wide = preds.pivot(on="horizon", index=["symbol", "ts"], values="prediction")
+    wide = wide.rename({h: f"score_{h}" for h in HORIZONS if h in wide.columns})
+    inputs = backtest_inputs_from_lake(cutoff.date(), end.date(), versions=versions)
+    frame = inputs.frame.join(wide, on=["symbol", "ts"], how="inner")
+    configs = {h: BacktestConfig.for_horizon(h) for h in HORIZONS if f"score_{h}" in frame.columns}
+    results = run_horizons(frame, configs, confidence=None, funding=inputs.funding)
+    return ic, results
+
+
+def _backtest_rows(results: dict, model: str, version: str, cutoff: dt.datetime) -> pl.DataFrame:
+    rows = []
+    for res in results.values():
+        r = res.run_row().with_columns(model=pl.lit(model), version=pl.lit(version), cutoff=pl.lit(cutoff))
+        rows.append(r)
+    from quant_assets.defs.models.tables import BACKTEST_SCHEMA
+
+    if not rows:
+        return pl.DataFrame(schema=BACKTEST_SCHEMA)
+    return pl.concat(rows, how="diagonal_relaxed").select(
+        pl.col(c).cast(t) for c, t in BACKTEST_SCHEMA.items()
+    )
+
+
+def _importance_plot(fits: dict, run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gain = (
+        pl.concat([f.importance for by_coin in fits.values() for f in by_coin.values()])
+        .group_by("feature")
+        .agg(pl.col("gain").sum())
+        .sort("gain", "feature", descending=[True, False])
+        .head(25)
+    )
+    fig, ax = plt.subplots(figsize=(7, 7))
+    ax.barh(gain["feature"].to_list()[::-1], gain["gain"].to_list()[::-1])
+    ax.set_xlabel("total gain (all coins and horizons)")
+    ax.set_title("liquid_teacher feature importance")
+    run.log_png(fig, "feature_importance")
+    plt.close(fig)
+
+
+def _oos_plot(table: pl.DataFrame, run, title: str) -> None:
+    if table.height == 0:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    horizons = table["horizon"].unique().sort().to_list()
+    coins = table["coin"].unique().sort().to_list()
+    width = 0.8 / max(1, len(horizons))
+    for j, h in enumerate(horizons):
+        t = table.filter(pl.col("horizon") == h)
+        val = dict(zip(t["coin"].to_list(), t["wf_ic"].to_list(), strict=True))
+        ax.bar([i + j * width for i in range(len(coins))], [val.get(c) or 0.0 for c in coins], width, label=h)
+    ax.set_xticks([i + width / 2 for i in range(len(coins))], coins, rotation=45)
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_ylabel("walk-forward OOS IC")
+    ax.set_title(title)
+    ax.legend()
+    run.log_png(fig, "oos_ic")
+    plt.close(fig)
+
+
+def _f(v) -> float | None:
+    return None if v is None or v != v else round(float(v), 5)
+
+
+def train_teacher_partition(
+    context: dg.AssetExecutionContext, key: str, config: TeacherRunConfig, mlflow: MlflowTracking
+) -> dict:
+    """Train, record and predict one model partition; returns its metadata."""
+    window_ = model_cutoffs.time_window_for_partition_key(key)
+    cutoff, end = _utc(window_.start), _utc(window_.end)
+    owner = f"{TEACHER}/{key}"
+    versions = _versions(context)
+    window, cfg = config.window.build(), config.teacher.build()
+    try:
+        tf = teacher_training_frame(cutoff, window, versions, cfg)
+    except TooLittleHistory as exc:
+        raise dg.Failure(f"{TEACHER} partition {key}: {exc}") from exc
+    frame, manifest = tf.frame, tf.manifest
+    _pin(owner, versions)
+    context.log.info(f"{TEACHER} {key}: {frame.height:,} training rows, {len(manifest.coins)} coins, "
+                     f"window {window.describe()}, versions {versions}")  # fmt: skip
+    funding = lake.scan(FUNDING_TABLE, _matrix_range(cutoff, window), cutoff.date(),
+                        version=versions[FUNDING_TABLE]).filter(pl.col("ts") < cutoff).collect()  # fmt: skip
+    try:
+        fits = {h: teacher_ml.fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, h, cfg, funding=funding)
+                for h in manifest.horizons}  # fmt: skip
+    except TooLittleHistory as exc:
+        raise dg.Failure(f"{TEACHER} partition {key}: {exc}") from exc
+
+    # --- MLflow: params, metrics per coin and horizon, plots, model files, one registered version each
+    digest = rows_digest(frame)
+    run = mlflow.start_run(
+        f"{TEACHER} {key}",
+        params={
+            "cutoff": cutoff.isoformat(),
+            "window": window.describe(),
+            "rows": frame.height,
+            **{f"teacher.{k}": v for k, v in teacher_ml.config_dict(cfg).items()},
+        },  # fmt: skip
+        tags={
+            "partition": key,
+            "asset": TEACHER,
+            "dagster_run_id": context.run.run_id,
+            "training_rows_sha256": digest,
+            **{f"table_version.{t}": v for t, v in versions.items()},
+        },  # fmt: skip
+    )
+    ok = False
+    try:
+        registered: dict[str, str] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "manifest.json").write_text(json.dumps(
+                {**manifest.to_dict(), "table_versions": versions, "training_rows_sha256": digest}, indent=1))  # fmt: skip
+            run.log_artifacts(tmp, "manifest")
+            for h, by_coin in fits.items():
+                for sym, fit in sorted(by_coin.items()):
+                    d = Path(tmp) / f"{sym}_{h}"
+                    teacher_ml.save_fit(fit, d)
+                    path = f"teacher/{coin_name(sym)}_{h}"
+                    run.log_artifacts(d, path)
+                    run.log_metrics({f"{coin_name(sym)}_{h}.{k}": v for k, v in fit.metrics.items()})
+                    registered[f"{coin_name(sym)}_{h}"] = run.register("teacher", sym, h, path, key)
+        _importance_plot(fits, run)
+
+        # --- out-of-fold record and month-M predictions, in the lake
+        oof = pl.concat([f.oof for by_coin in fits.values() for f in by_coin.values()]).with_columns(
+            cutoff=pl.lit(cutoff), model=pl.lit(TEACHER)
+        )
+        oof_version = replace_partition(TEACHER_OOF, cutoff, [TEACHER], oof)
+        month = _month_rows(cutoff, end, versions, ["symbol", "ts", *LIQUID_FULL_FEATURE_KEYS,
+                                                    *(f"label_{h}" for h in HORIZONS)])  # fmt: skip
+        preds = pl.concat([teacher_ml.predict(by_coin, month) for by_coin in fits.values()])
+        rows = pl.concat([
+            preds.select("symbol", "ts", "horizon", "prediction").with_columns(model=pl.lit(TEACHER)),
+            preds.select("symbol", "ts", "horizon", pl.col("baseline").alias("prediction")).with_columns(
+                model=pl.lit(RIDGE)),
+        ]).with_columns(version=pl.lit(run.run_id), cutoff=pl.lit(cutoff), date=pl.col("ts").dt.date())  # fmt: skip
+        pred_version = replace_partition(MODEL_PREDICTIONS, cutoff, [TEACHER, RIDGE], rows)
+
+        teacher_preds = preds.select("symbol", "ts", "horizon", "prediction")
+        month_ic, results = month_evaluation(teacher_preds, month, cutoff, end, versions)
+        bt = _backtest_rows(results, TEACHER, run.run_id, cutoff)
+        bt_version = replace_partition(BACKTEST_RUNS, cutoff, [TEACHER], bt) if bt.height else None
+
+        # --- the table a user reads: per coin and horizon, in-window walk-forward and month-M OOS
+        table = pl.DataFrame(
+            [
+                {
+                    "coin": coin_name(s),
+                    "horizon": h,
+                    "wf_ic": _f(f.metrics.get("wf_ic")),
+                    "wf_rank_ic": _f(f.metrics.get("wf_rank_ic")),
+                    "ridge_wf_ic": _f(f.metrics.get("ridge_wf_ic")),
+                    "wf_pnl_after_cost": _f(f.metrics.get("wf_pnl_after_cost")),
+                    "best_iter": f.best_iteration,
+                }
+                for h, by_coin in fits.items()
+                for s, f in sorted(by_coin.items())
+            ]  # fmt: skip
+        )
+        if month_ic.height:
+            m_ic = month_ic.filter(pl.col("symbol") != "ALL").select(
+                pl.col("symbol").map_elements(coin_name, return_dtype=pl.String).alias("coin"), "horizon",
+                pl.col("ic").round(5).alias("month_ic"), pl.col("n").alias("month_rows"))  # fmt: skip
+            table = table.join(m_ic, on=["coin", "horizon"], how="left")
+        _oos_plot(table, run, f"{TEACHER} {key}")
+        pnl = {h: r.metrics for h, r in results.items()}
+        run.log_metrics({f"month.{h}.{k}": m[k] for h, m in pnl.items() for k in ("total_return", "sharpe")})
+        ok = True
+    finally:
+        run.end(ok)
+
+    metadata = {
+        "cutoff": cutoff.isoformat(),
+        "window": window.describe(),
+        "training_rows": dg.MetadataValue.int(frame.height),
+        "training_rows_sha256": digest,
+        "purged": dg.MetadataValue.json(manifest.purged),
+        "table_versions": dg.MetadataValue.json(versions),
+        "pinned_as": owner,
+        "oos_ic": markdown_table(table.sort("horizon", "coin"), max_rows=60),
+        "month_predictions": dg.MetadataValue.int(rows.filter(pl.col("model") == TEACHER).height),
+        "mlflow_run": dg.MetadataValue.url(run.link),
+        "mlflow_run_id": run.run_id,
+        "registered_versions": dg.MetadataValue.json(registered),
+        "lake_versions_written": dg.MetadataValue.json(
+            {TEACHER_OOF: oof_version, MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}
+        ),
+    }
+    for h, m in pnl.items():
+        metadata[f"month_pnl_after_cost_{h}"] = dg.MetadataValue.float(round(float(m["total_return"]), 6))
+    return metadata
+
+
+@dg.asset(
+    group_name=MODELS_GROUP,
+    partitions_def=model_cutoffs,
+    deps=[FEATURE_DEP],
+    kinds={"lightgbm", "mlflow", "delta"},
+    description="LightGBM per coin and horizon (ridge baseline beside it) trained on feature_matrix_main rows "
+    "whose label ends before the partition's month, predicting that month out of sample. Writes teacher_oof, "
+    "model_predictions and backtest_runs; models and metrics go to MLflow.",
+)
+def liquid_teacher(
+    context: dg.AssetExecutionContext, config: TeacherRunConfig, mlflow: MlflowTracking
+) -> dg.MaterializeResult:
+    # A ranged run trains its cut-offs in order, each a partition of its own (a walk-forward).
+    metadata = {}
+    for key in context.partition_keys:
+        metadata = train_teacher_partition(context, key, config, mlflow)
+    if len(context.partition_keys) > 1:
+        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    return dg.MaterializeResult(metadata=metadata)

@@ -1,0 +1,166 @@
+"""The model layer through Dagster on a small simulated lake: partitions are cut-offs, versions read back."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from quant_assets import lake
+from quant_assets.cli import run_layer
+from quant_assets.defs.layers import FEATURES, RAW
+from quant_assets.defs.models.assets import (
+    MATRIX_TABLE,
+    RIDGE,
+    TEACHER,
+    liquid_teacher,
+    rows_digest,
+    teacher_training_frame,
+)
+from quant_assets.defs.models.config import TeacherRunConfig
+from quant_assets.defs.models.tables import BACKTEST_RUNS, MODEL_PREDICTIONS, TEACHER_OOF, read_partition
+from quant_assets.defs.models.tracking import MlflowTracking
+
+MARCH = "2024-03-01"
+CUTOFF = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
+APRIL = dt.datetime(2024, 4, 1, tzinfo=dt.UTC)
+# Small and quick: ~7 days per coin, 2-day early-stopping tails, two walk-forward folds.
+TEACHER_FAST = {
+    "window": {"kind": "fast", "rows_per_coin": 2000},
+    "teacher": {"num_leaves": 7, "n_estimators": 30, "early_stopping_rounds": 5, "min_child_samples": 50,
+                "val_days": 2, "n_wf_folds": 2, "n_kfold": 0},
+}  # fmt: skip
+
+
+def teacher_config(**window) -> dict:
+    cfg = {**TEACHER_FAST, "window": {**TEACHER_FAST["window"], **window}}
+    return {"ops": {"liquid_teacher": {"config": cfg}}}
+
+
+@pytest.fixture(scope="module")
+def built_lake(tmp_path_factory):
+    """Raw Jan-Apr 2024 and features Jan-Mar (March's labels read April), built once through Dagster."""
+    root = tmp_path_factory.mktemp("models") / "lake"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANT_ASSETS_LAKE", str(root))
+        inst = dg.DagsterInstance.ephemeral()
+        assert run_layer(inst, RAW, "2024-01-01", "2024-04-01").success
+        assert run_layer(inst, FEATURES, "2024-01-01", "2024-03-01").success
+    return root, inst
+
+
+@pytest.fixture
+def env(built_lake, isolated_lake, tmp_path):
+    """This test's own copy of the built lake (models write and pin), its instance and MLflow store."""
+    root, inst = built_lake
+    shutil.copytree(root, isolated_lake)
+    mlflow = MlflowTracking(
+        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "art")
+    )
+    return inst, mlflow
+
+
+def materialise_teacher(inst, mlflow, key=MARCH, run_config=None, raise_on_error=True):
+    return dg.materialize(
+        [liquid_teacher],
+        instance=inst,
+        partition_key=key,
+        run_config=run_config or teacher_config(),
+        resources={"mlflow": mlflow},
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_a_teacher_partition_predicts_its_month_only_and_its_versions_read_back_the_training_rows(env):
+    inst, mlflow = env
+    res = materialise_teacher(inst, mlflow)
+    [event] = res.get_asset_materialization_events()
+    meta = event.materialization.metadata
+    versions = meta["table_versions"].value
+    assert versions == {"feature_matrix_main": lake.version("feature_matrix_main"),
+                        "funding_rates": lake.version("funding_rates")}  # fmt: skip
+    assert lake.pinned_versions() == {t: {v} for t, v in versions.items()}
+
+    # Predictions cover exactly the rows of March that exist, for teacher and ridge, both horizons.
+    preds = read_partition(MODEL_PREDICTIONS, CUTOFF)
+    march = lake.read(MATRIX_TABLE, "2024-03-01", "2024-04-01").select("symbol", "ts")
+    assert preds["ts"].min() >= CUTOFF and preds["ts"].max() < APRIL
+    for model in (TEACHER, RIDGE):
+        for h in ("1h", "4h"):
+            keys = preds.filter(model=model, horizon=h).select("symbol", "ts").sort("symbol", "ts")
+            assert keys.equals(march.sort("symbol", "ts")), (model, h)
+    assert preds["prediction"].is_finite().all() and preds["version"].unique().to_list() == [
+        meta["mlflow_run_id"].value
+    ]
+    assert meta["month_predictions"].value == 2 * march.height
+
+    # The training rows: nothing at or after the cut-off, and read back exactly at the recorded version.
+    oof = read_partition(TEACHER_OOF, CUTOFF, TEACHER)
+    assert oof["ts"].max() < CUTOFF
+    assert oof.filter(horizon="1h").group_by("symbol").len()["len"].max() == 2000
+    # Outside Dagster, February's last day is dropped from the matrix: the lake moves on behind the model.
+    feb = lake.read(MATRIX_TABLE, "2024-02-01", "2024-03-01")
+    lake.write_window(
+        MATRIX_TABLE, feb.filter(pl.col("date") < dt.date(2024, 2, 29)), "2024-02-01", "2024-03-01"
+    )
+    assert lake.version(MATRIX_TABLE) == versions[MATRIX_TABLE] + 1
+    cfg = TeacherRunConfig(**TEACHER_FAST)
+    again = teacher_training_frame(CUTOFF, cfg.window.build(), versions, cfg.teacher.build())
+    assert rows_digest(again.frame) == meta["training_rows_sha256"].value
+    assert again.frame.height == meta["training_rows"].value
+    one_h = again.frame.filter(pl.col("label_1h").is_not_null()).select("symbol", "ts").sort("symbol", "ts")
+    assert one_h.equals(oof.filter(horizon="1h").select("symbol", "ts").sort("symbol", "ts"))
+    latest = teacher_training_frame(CUTOFF, cfg.window.build(), {**versions, MATRIX_TABLE: lake.version(MATRIX_TABLE)},
+                                    cfg.teacher.build())  # fmt: skip
+    assert rows_digest(latest.frame) != meta["training_rows_sha256"].value  # the check can fail
+
+    # One after-cost row per horizon for March; MLflow holds a version per coin and horizon, tagged.
+    bt = read_partition(BACKTEST_RUNS, CUTOFF, TEACHER)
+    assert sorted(bt["horizon"].to_list()) == ["1h", "4h"] and bt["total_pnl"].is_finite().all()
+    assert bt["period_start"].min() >= CUTOFF and bt["period_end"].max() < APRIL
+    client = mlflow.client()
+    versions_mlflow = client.search_model_versions("name = 'liquid_BTC_1h_teacher'")
+    assert [v.tags["partition"] for v in versions_mlflow] == [MARCH]
+    assert len(client.search_registered_models()) == 20  # 10 coins x 2 horizons
+    run = client.get_run(meta["mlflow_run_id"].value)
+    assert run.data.tags["partition"] == MARCH and run.data.tags["table_version.feature_matrix_main"] == str(
+        versions[MATRIX_TABLE]
+    )
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "teacher/BTC_1h")}
+    assert {"teacher/BTC_1h/model.txt", "teacher/BTC_1h/fit.json"} <= arts
+    assert "|" in meta["oos_ic"].value and "BTC" in meta["oos_ic"].value
+
+
+def test_the_same_partition_twice_with_the_same_seed_gives_the_same_predictions_and_metrics(env):
+    inst, mlflow = env
+    first = materialise_teacher(inst, mlflow)
+    p1 = read_partition(MODEL_PREDICTIONS, CUTOFF).drop("version").sort("model", "horizon", "symbol", "ts")
+    second = materialise_teacher(inst, mlflow)
+    p2 = read_partition(MODEL_PREDICTIONS, CUTOFF).drop("version").sort("model", "horizon", "symbol", "ts")
+    assert p1.equals(p2) and p1.height > 0  # replaced, not appended
+    m1, m2 = (r.get_asset_materialization_events()[0].materialization.metadata for r in (first, second))
+    assert m1["oos_ic"].value == m2["oos_ic"].value
+    assert m1["month_pnl_after_cost_1h"].value == m2["month_pnl_after_cost_1h"].value
+    assert read_partition(BACKTEST_RUNS, CUTOFF).height == 2
+    versions = mlflow.client().search_model_versions("name = 'liquid_ETH_4h_teacher'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+
+
+def test_a_cutoff_with_too_little_history_fails_naming_rows_had_and_needed(env):
+    inst, mlflow = env
+    # February's cut-off leaves January (~8,900 labelled rows a coin); 20-day tails need 2 x 20 x 288
+    cfg = {**TEACHER_FAST, "window": {"kind": "fast", "rows_per_coin": 100_000},
+           "teacher": {**TEACHER_FAST["teacher"], "val_days": 20}}  # fmt: skip
+    run_config = {"ops": {"liquid_teacher": {"config": cfg}}}
+    res = materialise_teacher(inst, mlflow, key="2024-02-01", run_config=run_config, raise_on_error=False)
+    assert not res.success
+    [failure] = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+    text = str(failure.event_specific_data.error)
+    assert "partition 2024-02-01" in text and "too little history" in text
+    assert (
+        "BTCUSDT has 8915 rows with a known label_1h" in text and "needs 11520 per coin and horizon" in text
+    )
+    assert not lake.exists(MODEL_PREDICTIONS) and not lake.pinned_versions()
