@@ -15,7 +15,9 @@ from quant_assets.defs.layers import FEATURES, RAW
 from quant_assets.defs.models.assets import (
     MATRIX_TABLE,
     RIDGE,
+    STUDENT,
     TEACHER,
+    liquid_student,
     liquid_teacher,
     rows_digest,
     teacher_training_frame,
@@ -164,3 +166,37 @@ def test_a_cutoff_with_too_little_history_fails_naming_rows_had_and_needed(env):
         "BTCUSDT has 8915 rows with a known label_1h" in text and "needs 11520 per coin and horizon" in text
     )
     assert not lake.exists(MODEL_PREDICTIONS) and not lake.pinned_versions()
+
+
+def test_the_student_trains_under_torchrun_through_pipes_and_only_rank_0_reports(env):
+    inst, mlflow = env
+    assert materialise_teacher(inst, mlflow).success
+    student_cfg = {"window": {"kind": "fast", "rows_per_coin": 600}, "input_len": 16, "steps": 4, "global_batch": 32,
+                   "eval_every": 2, "cpu_procs": 2, "model": {"d_series": 4, "mix_len": 4, "ff_dim": 8, "n_blocks": 1}}  # fmt: skip
+    res = dg.materialize(
+        [liquid_teacher, liquid_student],
+        selection=[liquid_student],
+        instance=inst,
+        partition_key=MARCH,
+        run_config={"ops": {"liquid_student": {"config": student_cfg}}},
+        resources={"mlflow": mlflow, "pipes": dg.PipesSubprocessClient()},
+    )
+    [event] = res.get_asset_materialization_events()  # one: rank 1 never opened Pipes
+    meta = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert meta["rank"] == 0 and meta["world_size"] == 2 and meta["backend"] == "gloo"
+    assert meta["rank_weight_max_abs_diff"] == 0.0  # DDP: both ranks end with the same weights
+    assert meta["launch"]["nproc"] == 2 and meta["launch"]["gpu_count"] == 0
+    assert meta["rows_with_teacher"]["1h"] > 0
+    logs = [e.message for e in inst.all_logs(res.run_id) if "student eval" in (e.message or "")]
+    assert len(logs) == 2  # steps 2 and 4, from rank 0 only
+
+    preds = read_partition(MODEL_PREDICTIONS, CUTOFF, STUDENT)
+    march = lake.read(MATRIX_TABLE, "2024-03-01", "2024-04-01")
+    assert preds.height == 2 * march.height and preds["prediction"].is_not_null().all()
+    assert read_partition(MODEL_PREDICTIONS, CUTOFF, TEACHER).height == 2 * march.height  # untouched
+    assert sorted(read_partition(BACKTEST_RUNS, CUTOFF, STUDENT)["horizon"].to_list()) == ["1h", "4h"]
+    [mv] = mlflow.client().search_model_versions("name = 'liquid_SOL_4h_student'")
+    assert mv.tags["partition"] == MARCH
+    assert {"student/student.pt", "student/student.json"} <= {
+        a.path for a in mlflow.client().list_artifacts(meta["mlflow_run_id"], "student")
+    }

@@ -13,7 +13,6 @@ default 420-day look-back and month M itself) for the lineage and the UI; the ro
 those of the recorded version, whatever was materialised since.
 """
 
-
 import datetime as dt
 import hashlib
 import json
@@ -29,15 +28,16 @@ from quant_assets.backtest.engine import run_horizons
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE, backtest_inputs_from_lake
 from quant_assets.defs.common import markdown_table
 from quant_assets.defs.lineage import recorded_snapshot
-from quant_assets.defs.models.config import TeacherRunConfig
+from quant_assets.defs.models.config import StudentRunConfig, TeacherRunConfig
 from quant_assets.defs.models.tables import (
     BACKTEST_RUNS,
     MODEL_PREDICTIONS,
     TEACHER_OOF,
+    read_partition,
     replace_partition,
 )
 from quant_assets.defs.models.tracking import MlflowTracking, coin_name
-from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
+from quant_assets.features.keys import LIQUID_FEATURE_KEYS, LIQUID_FULL_FEATURE_KEYS
 from quant_assets.ml import teacher as teacher_ml
 from quant_assets.ml.training_frame import STEP, FastWindow, TooLittleHistory, TrainingFrame, training_frame
 from quant_assets.partitions import model_cutoffs
@@ -364,3 +364,244 @@ def liquid_teacher(
     if len(context.partition_keys) > 1:
         metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
     return dg.MaterializeResult(metadata=metadata)
+
+
+# --- the student ------------------------------------------------------------------------------------
+
+
+def _teacher_record(context: dg.AssetExecutionContext, key: str) -> dict:
+    """Metadata of the teacher's latest materialisation of partition `key` (the versions it read)."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=liquid_teacher.key, asset_partitions=[key]), limit=1
+    ).records
+    if not records:
+        raise dg.Failure(f"{STUDENT} partition {key}: {TEACHER} has no materialisation for it; "
+                         f"materialise {TEACHER} for {key} first (the student distils its out-of-fold predictions)")  # fmt: skip
+    meta = records[0].asset_materialization.metadata
+    return {k: v.value for k, v in meta.items()}
+
+
+def student_rows(frame: pl.DataFrame, oof: pl.DataFrame) -> pl.DataFrame:
+    """The training rows with the teacher's out-of-fold prediction per horizon (teacher_1h, teacher_4h;
+    null where the teacher has none: its first walk-forward block, or rows outside its window)."""
+    out = frame
+    for h in HORIZONS:
+        t = oof.filter(pl.col("horizon") == h).select(
+            "symbol", "ts", pl.col("teacher_oof").alias(f"teacher_{h}")
+        )
+        out = out.join(t, on=["symbol", "ts"], how="left", maintain_order="left")
+    return out
+
+
+def _student_inputs(frame: pl.DataFrame):
+    """ml.train_student.StudentInputs of matrix rows (labels only fill the shape: predict ignores them)."""
+    from quant_assets.ml.train_student import StudentInputs  # torch: imported when a student runs
+
+    labels = [f"label_{h}" for h in HORIZONS]
+    return StudentInputs(
+        symbol=frame["symbol"].to_numpy().astype(str),
+        ts_ms=frame["ts"].dt.epoch("ms").to_numpy(),
+        x=frame.select(LIQUID_FEATURE_KEYS).to_numpy().astype("float32"),
+        feature_names=tuple(LIQUID_FEATURE_KEYS),
+        y=frame.select(labels).to_numpy().astype("float32"),
+        label_names=tuple(labels),
+        teacher=None,
+    )
+
+
+def _loss_plot(manifest: dict, run) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, loss = zip(*manifest["loss"], strict=True) if manifest["loss"] else ((), ())
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, loss)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (label MSE + lambda x teacher MSE, scaled)")
+    ax.set_title("liquid_student training loss")
+    run.log_png(fig, "loss_curve")
+    plt.close(fig)
+
+
+def train_student_partition(
+    context: dg.AssetExecutionContext,
+    key: str,
+    config: StudentRunConfig,
+    mlflow: MlflowTracking,
+    pipes: dg.PipesSubprocessClient,
+) -> dict:
+    from quant_assets.ml.launch import preflight, torchrun_command
+    from quant_assets.ml.train_student import predict as student_predict
+
+    window_ = model_cutoffs.time_window_for_partition_key(key)
+    cutoff, end = _utc(window_.start), _utc(window_.end)
+    owner = f"{STUDENT}/{key}"
+    teacher_meta = _teacher_record(context, key)
+    # The teacher's versions, so the out-of-fold column lines up with the same rows.
+    versions = {t: int(v) for t, v in teacher_meta["table_versions"].items()}
+    oof_version = int(teacher_meta["lake_versions_written"][TEACHER_OOF])
+    window = config.window.build()
+    needed = config.input_len + config.global_batch
+    lo = _matrix_range(cutoff, window)
+    matrix = lake.scan(MATRIX_TABLE, lo, cutoff.date() + dt.timedelta(days=1), version=versions[MATRIX_TABLE])
+    try:
+        tf = training_frame(matrix, cutoff, window, LIQUID_FEATURE_KEYS, min_labelled_rows=needed)
+    except TooLittleHistory as exc:
+        raise dg.Failure(f"{STUDENT} partition {key}: {exc}") from exc
+    oof = read_partition(TEACHER_OOF, cutoff, TEACHER, version=oof_version)
+    rows = student_rows(tf.frame, oof)
+    _pin(owner, {**versions, TEACHER_OOF: oof_version})
+
+    pre = preflight(cpu_procs=config.cpu_procs)
+    with tempfile.TemporaryDirectory(prefix="liquid_student_") as tmp:
+        inputs, out_dir, cfg_path = (
+            Path(tmp) / "inputs.parquet",
+            Path(tmp) / "out",
+            Path(tmp) / "student.json",
+        )
+        rows.write_parquet(inputs)
+        student_cfg = {
+            "inputs": str(inputs), "out_dir": str(out_dir), "feature_columns": list(LIQUID_FEATURE_KEYS),
+            "label_columns": [f"label_{h}" for h in HORIZONS], "teacher_columns": [f"teacher_{h}" for h in HORIZONS],
+            "teacher_weight": config.teacher_weight, "text_dropout": config.text_dropout,
+            "input_len": config.input_len, "coin_embedding": config.coin_embedding, "model": {**config.model, "dropout": config.dropout},
+            "steps": config.steps, "global_batch": config.global_batch, "lr": config.lr,
+            "eval_every": config.eval_every, "seed": config.seed, "threads": config.threads,
+        }  # fmt: skip
+        cfg_path.write_text(json.dumps(student_cfg, indent=1))
+        launch = torchrun_command("quant_assets.pipes_entries.student", ["--config", str(cfg_path)], pre.nproc,
+                                  threads=config.threads)  # fmt: skip
+        if launch.note:
+            context.log.warning(launch.note)
+        context.log.info(f"{STUDENT} {key}: {rows.height:,} rows, torchrun {pre.nproc} x {pre.backend}")
+        reported = pipes.run(command=launch.command, context=context, env=launch.env).get_materialize_result()
+        manifest = json.loads((out_dir / "student.json").read_text())
+
+        # --- month M: every row, with its 96-step lead-in from before the cut-off (inputs, not labels)
+        lead = dt.timedelta(minutes=5 * (config.input_len + 1))
+        month = (
+            lake.scan(MATRIX_TABLE, (cutoff - lead).date(), end.date(), version=versions[MATRIX_TABLE])
+            .filter((pl.col("ts") >= cutoff - lead) & (pl.col("ts") < end))
+            .select("symbol", "ts", *LIQUID_FEATURE_KEYS, *(f"label_{h}" for h in HORIZONS))
+            .sort("symbol", "ts")
+            .collect()
+        )
+        pred = student_predict(out_dir, _student_inputs(month)) if month.height else None
+        long = []
+        for j, h in enumerate(HORIZONS):
+            p = month.select("symbol", "ts").with_columns(
+                horizon=pl.lit(h),
+                prediction=pl.Series(pred[:, j] if pred is not None else [], dtype=pl.Float64),
+            )
+            long.append(p.filter(pl.col("ts") >= cutoff).with_columns(pl.col("prediction").fill_nan(None)))
+        preds = pl.concat(long)
+
+        run = mlflow.start_run(
+            f"{STUDENT} {key}",
+            params={
+                "cutoff": cutoff.isoformat(),
+                "window": window.describe(),
+                "rows": rows.height,
+                **{f"student.{k}": v for k, v in student_cfg.items() if k not in ("inputs", "out_dir")},
+                **{f"launch.{k}": v for k, v in pre.metadata().items()},
+            },  # fmt: skip
+            tags={
+                "partition": key,
+                "asset": STUDENT,
+                "dagster_run_id": context.run.run_id,
+                "teacher_run": teacher_meta.get("mlflow_run_id", ""),
+                **{f"table_version.{t}": v for t, v in {**versions, TEACHER_OOF: oof_version}.items()},
+            },  # fmt: skip
+        )
+        ok = False
+        try:
+            for step, loss in manifest["loss"]:
+                run.log_metrics({"loss": loss}, step=int(step))
+            for ev in manifest["eval"]:
+                run.log_metrics({f"val.{k}": v for k, v in ev.items() if k != "step"}, step=int(ev["step"]))
+            run.log_artifacts(out_dir, "student")
+            _loss_plot(manifest, run)
+            # one shared model (coin embedding): each coin and horizon's name gets a version of it
+            registered = {
+                f"{coin_name(s)}_{h}": run.register(
+                    "student", s, h, "student", key, tags={"shared_model": "true"}
+                )
+                for h in HORIZONS
+                for s in manifest["symbols"]
+            }
+            rows_out = preds.with_columns(model=pl.lit(STUDENT), version=pl.lit(run.run_id), cutoff=pl.lit(cutoff),
+                                          date=pl.col("ts").dt.date())  # fmt: skip
+            pred_version = replace_partition(MODEL_PREDICTIONS, cutoff, [STUDENT], rows_out)
+            scored = preds.filter(pl.col("prediction").is_not_null())
+            month_ic, results = month_evaluation(
+                scored, month.filter(pl.col("ts") >= cutoff), cutoff, end, versions
+            )
+            bt = _backtest_rows(results, STUDENT, run.run_id, cutoff)
+            bt_version = replace_partition(BACKTEST_RUNS, cutoff, [STUDENT], bt) if bt.height else None
+            pnl = {h: r.metrics for h, r in results.items()}
+            run.log_metrics(
+                {f"month.{h}.{k}": m[k] for h, m in pnl.items() for k in ("total_return", "sharpe")}
+            )
+            ok = True
+        finally:
+            run.end(ok)
+
+    table = pl.DataFrame()
+    if month_ic.height:
+        table = month_ic.filter(pl.col("symbol") != "ALL").select(
+            pl.col("symbol").map_elements(coin_name, return_dtype=pl.String).alias("coin"), "horizon",
+            pl.col("ic").round(5).alias("month_ic"), pl.col("rank_ic").round(5).alias("month_rank_ic"),
+            pl.col("n").alias("month_rows"),
+        ).sort("horizon", "coin")  # fmt: skip
+    metadata = {k: v for k, v in (reported.metadata or {}).items()}
+    metadata |= {
+        "cutoff": cutoff.isoformat(),
+        "window": window.describe(),
+        "training_rows": dg.MetadataValue.int(rows.height),
+        "rows_with_teacher": dg.MetadataValue.json(
+            {h: rows[f"teacher_{h}"].is_not_null().sum() for h in HORIZONS}
+        ),
+        "launch": dg.MetadataValue.json({**pre.metadata(), "netns": launch.netns}),
+        "table_versions": dg.MetadataValue.json({**versions, TEACHER_OOF: oof_version}),
+        "pinned_as": owner,
+        "oos_ic": markdown_table(table, max_rows=60) if table.height else "no labelled rows in the month yet",
+        "month_predictions": dg.MetadataValue.int(preds.height),
+        "mlflow_run": dg.MetadataValue.url(run.link),
+        "mlflow_run_id": run.run_id,
+        "registered_versions": dg.MetadataValue.json(registered),
+        "lake_versions_written": dg.MetadataValue.json(
+            {MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}
+        ),
+    }
+    for h, m in pnl.items():
+        metadata[f"month_pnl_after_cost_{h}"] = dg.MetadataValue.float(round(float(m["total_return"]), 6))
+    return metadata
+
+
+@dg.asset(
+    group_name=MODELS_GROUP,
+    partitions_def=model_cutoffs,
+    deps=[liquid_teacher, FEATURE_DEP],
+    pool="gpu",  # two trainings never share a device
+    kinds={"pytorch", "mlflow", "delta"},
+    description="TSMixer over 96-step windows of LIQUID_FEATURE_KEYS (one shared model, coin embedding), "
+    "trained under torchrun through Dagster Pipes on the label and the teacher's out-of-fold prediction; "
+    "predicts the partition's month into model_predictions.",
+)
+def liquid_student(
+    context: dg.AssetExecutionContext,
+    config: StudentRunConfig,
+    mlflow: MlflowTracking,
+    pipes: dg.PipesSubprocessClient,
+) -> dg.MaterializeResult:
+    metadata = {}
+    for key in context.partition_keys:
+        metadata = train_student_partition(context, key, config, mlflow, pipes)
+    if len(context.partition_keys) > 1:
+        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    return dg.MaterializeResult(metadata=metadata)
+
+
+model_assets = [liquid_teacher, liquid_student]

@@ -87,4 +87,5 @@ class StudentRunConfig(dg.Config):
     seed: int = 0
     cpu_procs: int = 1
     threads: int = 1
-    model: dict[str, int | float] = {}
+    model: dict[str, int] = {}  # integer TSMixerConfig fields (d_series, mix_len, ff_dim, n_blocks, coin_dim)
+    dropout: float = 0.0  # TSMixer dropout; 0 keeps DDP equal to one process (masks are per rank)
