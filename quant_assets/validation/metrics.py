@@ -180,10 +180,15 @@ def _period_ic_frame(df: pl.DataFrame, pred: str, target: str, keys: list[str]) 
         pl.col(pred).rank("average").over(keys).alias("_rx"),
         pl.col(target).rank("average").over(keys).alias("_ry"),
     )
-    return ranked.group_by(keys).agg(
-        pl.len().alias("n"),
-        pl.corr(pred, target).alias("ic"),
-        pl.corr("_rx", "_ry").alias("rank_ic"),
+    # sorted: group_by's order varies run to run, and the ICIR's mean / std would vary in the last bit
+    return (
+        ranked.group_by(keys)
+        .agg(
+            pl.len().alias("n"),
+            pl.corr(pred, target).alias("ic"),
+            pl.corr("_rx", "_ry").alias("rank_ic"),
+        )
+        .sort(keys)
     )
 
 
