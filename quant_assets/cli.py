@@ -1,6 +1,6 @@
 """Command line for the things a user does from a terminal: demo, backfill, summary.
 
-    python -m quant_assets.cli demo       # two latest months, raw -> features -> audit, then a summary
+    python -m quant_assets.cli demo       # two latest months, raw -> features -> audit -> models, then a summary
     python -m quant_assets.cli backfill   # 2018-01 -> the running month, one run per layer
     python -m quant_assets.cli summary    # what the lake holds and how the checks went
 
@@ -75,8 +75,14 @@ def run_layer(
     )
 
 
-def run_layers(instance, first_key: str, last_key: str, readiness_days: int | None = None) -> bool:
-    """Every layer that takes part in runs, in registry order, one run each; stop at a failed data layer."""
+def run_layers(
+    instance, first_key: str, last_key: str, readiness_days: int | None = None, walk_forward: bool = True
+) -> bool:
+    """Every layer that takes part in runs, in registry order, one run each; stop at a failed data layer.
+
+    A layer with its own partitions (the models' cut-offs) runs those in [first_key, last_key]: all of
+    them (`walk_forward`, a backfill) or the last one only (the demo: the models of its last month).
+    """
     ok = True
     checks: list = []
     for layer in (lay for lay in LAYERS if lay.in_runs):
@@ -84,10 +90,14 @@ def run_layers(instance, first_key: str, last_key: str, readiness_days: int | No
         cfg = None
         if layer is AUDIT and readiness_days is not None:
             cfg = {"ops": {"required_data_readiness": {"config": {"window_days": readiness_days}}}}
-        span = f"months {first_key[:7]} .. {last_key[:7]}" if layer.partitioned else "all history"
+        keys = layer.run_range(first_key, last_key, walk_forward=walk_forward)
+        if layer.partitioned and keys is None:
+            print(f"[{layer.name}] no partition in {first_key[:7]} .. {last_key[:7]}: skipped", flush=True)
+            continue
+        span = f"months {keys[0][:7]} .. {keys[1][:7]}" if keys else "all history"
         print(f"[{layer.name}] {span}: running", flush=True)
-        if layer.partitioned:
-            res = run_layer(instance, layer, first_key, last_key, cfg)
+        if keys:
+            res = run_layer(instance, layer, *keys, run_config=cfg)
         else:
             res = run_layer(instance, layer, run_config=cfg)
         checks += res.get_asset_check_evaluations()
@@ -109,7 +119,7 @@ def _table_summary(table: str) -> dict:
     aggs = [pl.len().alias("rows")]
     if "ts" in cols:
         aggs += [pl.col("ts").min().alias("first"), pl.col("ts").max().alias("last")]
-    else:
+    elif "date" in cols:
         aggs += [pl.col("date").min().alias("first"), pl.col("date").max().alias("last")]
     if "symbol" in cols:
         aggs.append(pl.col("symbol").n_unique().alias("coins"))
@@ -164,6 +174,12 @@ def print_summary(evaluations: list) -> None:
         if lake.exists("feature_matrix_main"):
             print("Feature matrix coverage (share of rows with a value):")
             print(feature_coverage())
+        if lake.exists("model_predictions"):
+            print("Models, out of sample (month M predicted by partition M): IC per coin and horizon")
+            print(model_oos_ic())
+        if lake.exists("backtest_runs"):
+            print("Models, after-cost backtest of month M (total return on capital):")
+            print(model_pnl())
     print(UI_HINT)
 
 
@@ -185,6 +201,37 @@ def feature_coverage() -> pl.DataFrame:
         .sort("month")
         .collect()
     )
+
+
+def model_oos_ic() -> pl.DataFrame:
+    """Pearson IC of each model's month-M predictions with the label, per coin and horizon (labelled rows)."""
+    preds = lake.scan("model_predictions").select("model", "cutoff", "symbol", "ts", "horizon", "prediction")
+    labels = (
+        lake.scan("feature_matrix_main")
+        .select("symbol", "ts", *(pl.col(f"label_{h}") for h in ("1h", "4h")))
+        .unpivot(index=["symbol", "ts"], variable_name="horizon", value_name="label")
+    )
+    labels = labels.with_columns(pl.col("horizon").str.strip_prefix("label_"))
+    joined = preds.join(labels, on=["symbol", "ts", "horizon"]).drop_nulls(["prediction", "label"])
+    ic = (
+        joined.group_by("model", "symbol", "horizon")
+        .agg(pl.corr("prediction", "label").round(4).alias("ic"))
+        .collect()
+        .with_columns(pl.col("symbol").str.strip_suffix("USDT"))
+    )
+    if ic.height == 0:
+        return ic
+    return ic.pivot(on="symbol", index=["model", "horizon"], values="ic", sort_columns=True).sort(
+        "model", "horizon"
+    )
+
+
+def model_pnl() -> pl.DataFrame:
+    runs = lake.scan("backtest_runs").select(
+        pl.col("cutoff").dt.strftime("%Y-%m").alias("partition"), "model", "horizon",
+        pl.col("total_return").round(5), pl.col("sharpe").round(2), "n_trades",
+    )  # fmt: skip
+    return runs.sort("partition", "model", "horizon").collect()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         first, last = keys[-args.months], keys[-1]
         days = (dt.datetime.now(dt.UTC).date() - dt.date.fromisoformat(first)).days
         print(f"demo: months {first} .. {last} of all coins; lake at {lake.root()}")
-        return 0 if run_layers(instance, first, last, readiness_days=days) else 1
+        return 0 if run_layers(instance, first, last, readiness_days=days, walk_forward=False) else 1
     last = args.end or keys[-1]
     print(f"backfill: months {args.start} .. {last}; lake at {lake.root()}")
     return 0 if run_layers(instance, args.start, last) else 1

@@ -58,4 +58,7 @@ class MarketDataSource(dg.ConfigurableResource):
 
 
 def default_resources() -> dict:
-    return {"source": MarketDataSource()}
+    from quant_assets.defs.models.tracking import MlflowTracking
+
+    # mlflow: the tracking store and registry; pipes: launches the student's torchrun
+    return {"source": MarketDataSource(), "mlflow": MlflowTracking(), "pipes": dg.PipesSubprocessClient()}

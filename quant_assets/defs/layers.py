@@ -1,8 +1,9 @@
 """The one list of layers: definitions.py, the jobs, the CLI and the tests all derive from it.
 
-A layer is a Dagster group: its assets, their checks, whether it is monthly-partitioned and
-its job (`<name>_job`). Order is run order (the CLI's demo and backfill run the `in_runs` layers one run
-each, in this order). A new layer (models, evaluation, operations) is one more line here.
+A layer is a Dagster group: its assets, their checks, whether it is partitioned (monthly, or by its own
+`partitions_def`: the models' training cut-offs) and its job (`<name>_job`). Order is run order (the CLI's
+demo and backfill run the `in_runs` layers one run each, in this order). A new layer (evaluation,
+operations) is one more line here.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from quant_assets.defs.audit.checks import readiness_ready
 from quant_assets.defs.features.assets import FEATURE_GROUP, feature_assets
 from quant_assets.defs.features.checks import feature_checks
 from quant_assets.defs.maintenance.assets import MAINTENANCE_GROUP, lake_maintenance
+from quant_assets.defs.models.assets import MODELS_GROUP, model_assets
 from quant_assets.defs.raw.assets import RAW_GROUP, raw_tables
 from quant_assets.defs.raw.checks import raw_checks
+from quant_assets.partitions import model_cutoffs
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class Layer:
     partitioned: bool  # monthly: runs take a partition range; otherwise one run over everything
     description: str
     in_runs: bool = True  # run by the CLI's demo and backfill (maintenance-style layers are not)
+    # None: the monthly data partitions. Otherwise the layer's own (model cut-offs): a demo runs the
+    # partition of its last month only, a backfill every one of them in the range (a walk-forward).
+    partitions_def: dg.PartitionsDefinition | None = None
     job: dg.UnresolvedAssetJobDefinition = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
@@ -41,6 +47,20 @@ class Layer:
     @property
     def selection(self) -> dg.AssetSelection:
         return dg.AssetSelection.groups(self.group)
+
+    def run_range(
+        self, first_key: str, last_key: str, *, walk_forward: bool = True
+    ) -> tuple[str, str] | None:
+        """The partition range of this layer's run for the data months [first_key, last_key]: None when
+        it is not partitioned or none of its partitions falls in the range."""
+        if not self.partitioned:
+            return None
+        if self.partitions_def is None:
+            return first_key, last_key
+        keys = [k for k in self.partitions_def.get_partition_keys() if first_key <= k <= last_key]
+        if not keys:
+            return None
+        return (keys[0] if walk_forward else keys[-1]), keys[-1]
 
 
 RAW = Layer(
@@ -68,6 +88,16 @@ AUDIT = Layer(
     description=f"Coverage audits: readiness ({READINESS_WINDOW_DAYS} days) and full history.",
 )
 
+MODELS = Layer(
+    name="models",
+    group=MODELS_GROUP,
+    assets=tuple(model_assets),
+    checks=(),
+    partitioned=True,
+    partitions_def=model_cutoffs,
+    description="The Liquid chain (teacher -> student) for one training cut-off or a walk-forward of them.",
+)
+
 # Operations: not part of a demo or backfill run (its own weekly schedule); its check is declared
 # on the asset (check_specs), so `checks` is empty.
 MAINTENANCE = Layer(
@@ -80,7 +110,7 @@ MAINTENANCE = Layer(
     in_runs=False,
 )
 
-LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MAINTENANCE)
+LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MODELS, MAINTENANCE)
 LAYER_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
 ASSETS = [a for layer in LAYERS for a in layer.assets]
 CHECKS = [c for layer in LAYERS for c in layer.checks]

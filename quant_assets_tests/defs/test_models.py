@@ -42,27 +42,37 @@ def teacher_config(**window) -> dict:
     return {"ops": {"liquid_teacher": {"config": cfg}}}
 
 
+def tracking(d) -> MlflowTracking:
+    return MlflowTracking(tracking_uri=f"sqlite:///{d / 'mlflow.db'}", artifact_root=str(d / "art"))
+
+
 @pytest.fixture(scope="module")
-def built_lake(tmp_path_factory):
-    """Raw Jan-Apr 2024 and features Jan-Mar (March's labels read April), built once through Dagster."""
-    root = tmp_path_factory.mktemp("models") / "lake"
+def base(tmp_path_factory):
+    """Raw Jan-Apr 2024, features Jan-Mar (March's labels read April) and the teacher of partition March,
+    built once through Dagster: a lake, a file-backed instance and an MLflow store each test copies."""
+    d = tmp_path_factory.mktemp("models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QUANT_ASSETS_LAKE", str(root))
-        inst = dg.DagsterInstance.ephemeral()
+        mp.setenv("QUANT_ASSETS_LAKE", str(d / "lake"))
+        mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        (d / "instance").mkdir()
+        inst = dg.DagsterInstance.local_temp(str(d / "instance"))
         assert run_layer(inst, RAW, "2024-01-01", "2024-04-01").success
         assert run_layer(inst, FEATURES, "2024-01-01", "2024-03-01").success
-    return root, inst
+        [event] = materialise_teacher(inst, tracking(d)).get_asset_materialization_events()
+        inst.dispose()
+    return d, {k: v.value for k, v in event.materialization.metadata.items()}
 
 
 @pytest.fixture
-def env(built_lake, isolated_lake, tmp_path):
-    """This test's own copy of the built lake (models write and pin), its instance and MLflow store."""
-    root, inst = built_lake
-    shutil.copytree(root, isolated_lake)
-    mlflow = MlflowTracking(
-        tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifact_root=str(tmp_path / "art")
-    )
-    return inst, mlflow
+def env(base, isolated_lake, tmp_path):
+    """This test's own copy of the lake, instance and MLflow store (models write, pin and register)."""
+    d, meta = base
+    shutil.copytree(d / "lake", isolated_lake)
+    shutil.copytree(d / "instance", tmp_path / "instance")
+    shutil.copy(d / "mlflow.db", tmp_path / "mlflow.db")
+    inst = dg.DagsterInstance.local_temp(str(tmp_path / "instance"))
+    yield inst, tracking(tmp_path), meta
+    inst.dispose()
 
 
 def materialise_teacher(inst, mlflow, key=MARCH, run_config=None, raise_on_error=True):
@@ -77,11 +87,8 @@ def materialise_teacher(inst, mlflow, key=MARCH, run_config=None, raise_on_error
 
 
 def test_a_teacher_partition_predicts_its_month_only_and_its_versions_read_back_the_training_rows(env):
-    inst, mlflow = env
-    res = materialise_teacher(inst, mlflow)
-    [event] = res.get_asset_materialization_events()
-    meta = event.materialization.metadata
-    versions = meta["table_versions"].value
+    inst, mlflow, meta = env
+    versions = meta["table_versions"]
     assert versions == {"feature_matrix_main": lake.version("feature_matrix_main"),
                         "funding_rates": lake.version("funding_rates")}  # fmt: skip
     assert lake.pinned_versions() == {t: {v} for t, v in versions.items()}
@@ -95,9 +102,9 @@ def test_a_teacher_partition_predicts_its_month_only_and_its_versions_read_back_
             keys = preds.filter(model=model, horizon=h).select("symbol", "ts").sort("symbol", "ts")
             assert keys.equals(march.sort("symbol", "ts")), (model, h)
     assert preds["prediction"].is_finite().all() and preds["version"].unique().to_list() == [
-        meta["mlflow_run_id"].value
+        meta["mlflow_run_id"]
     ]
-    assert meta["month_predictions"].value == 2 * march.height
+    assert meta["month_predictions"] == 2 * march.height
 
     # The training rows: nothing at or after the cut-off, and read back exactly at the recorded version.
     oof = read_partition(TEACHER_OOF, CUTOFF, TEACHER)
@@ -111,13 +118,13 @@ def test_a_teacher_partition_predicts_its_month_only_and_its_versions_read_back_
     assert lake.version(MATRIX_TABLE) == versions[MATRIX_TABLE] + 1
     cfg = TeacherRunConfig(**TEACHER_FAST)
     again = teacher_training_frame(CUTOFF, cfg.window.build(), versions, cfg.teacher.build())
-    assert rows_digest(again.frame) == meta["training_rows_sha256"].value
-    assert again.frame.height == meta["training_rows"].value
+    assert rows_digest(again.frame) == meta["training_rows_sha256"]
+    assert again.frame.height == meta["training_rows"]
     one_h = again.frame.filter(pl.col("label_1h").is_not_null()).select("symbol", "ts").sort("symbol", "ts")
     assert one_h.equals(oof.filter(horizon="1h").select("symbol", "ts").sort("symbol", "ts"))
     latest = teacher_training_frame(CUTOFF, cfg.window.build(), {**versions, MATRIX_TABLE: lake.version(MATRIX_TABLE)},
                                     cfg.teacher.build())  # fmt: skip
-    assert rows_digest(latest.frame) != meta["training_rows_sha256"].value  # the check can fail
+    assert rows_digest(latest.frame) != meta["training_rows_sha256"]  # the check can fail
 
     # One after-cost row per horizon for March; MLflow holds a version per coin and horizon, tagged.
     bt = read_partition(BACKTEST_RUNS, CUTOFF, TEACHER)
@@ -127,32 +134,31 @@ def test_a_teacher_partition_predicts_its_month_only_and_its_versions_read_back_
     versions_mlflow = client.search_model_versions("name = 'liquid_BTC_1h_teacher'")
     assert [v.tags["partition"] for v in versions_mlflow] == [MARCH]
     assert len(client.search_registered_models()) == 20  # 10 coins x 2 horizons
-    run = client.get_run(meta["mlflow_run_id"].value)
+    run = client.get_run(meta["mlflow_run_id"])
     assert run.data.tags["partition"] == MARCH and run.data.tags["table_version.feature_matrix_main"] == str(
         versions[MATRIX_TABLE]
     )
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "teacher/BTC_1h")}
     assert {"teacher/BTC_1h/model.txt", "teacher/BTC_1h/fit.json"} <= arts
-    assert "|" in meta["oos_ic"].value and "BTC" in meta["oos_ic"].value
+    assert "|" in meta["oos_ic"] and "BTC" in meta["oos_ic"]
 
 
 def test_the_same_partition_twice_with_the_same_seed_gives_the_same_predictions_and_metrics(env):
-    inst, mlflow = env
-    first = materialise_teacher(inst, mlflow)
+    inst, mlflow, first = env
     p1 = read_partition(MODEL_PREDICTIONS, CUTOFF).drop("version").sort("model", "horizon", "symbol", "ts")
-    second = materialise_teacher(inst, mlflow)
+    second = materialise_teacher(inst, mlflow).get_asset_materialization_events()[0].materialization.metadata
     p2 = read_partition(MODEL_PREDICTIONS, CUTOFF).drop("version").sort("model", "horizon", "symbol", "ts")
     assert p1.equals(p2) and p1.height > 0  # replaced, not appended
-    m1, m2 = (r.get_asset_materialization_events()[0].materialization.metadata for r in (first, second))
-    assert m1["oos_ic"].value == m2["oos_ic"].value
-    assert m1["month_pnl_after_cost_1h"].value == m2["month_pnl_after_cost_1h"].value
+    assert first["oos_ic"] == second["oos_ic"].value
+    assert first["month_pnl_after_cost_1h"] == second["month_pnl_after_cost_1h"].value
+    assert first["training_rows_sha256"] == second["training_rows_sha256"].value
     assert read_partition(BACKTEST_RUNS, CUTOFF).height == 2
     versions = mlflow.client().search_model_versions("name = 'liquid_ETH_4h_teacher'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
 
 
 def test_a_cutoff_with_too_little_history_fails_naming_rows_had_and_needed(env):
-    inst, mlflow = env
+    inst, mlflow, _ = env
     # February's cut-off leaves January (~8,900 labelled rows a coin); 20-day tails need 2 x 20 x 288
     cfg = {**TEACHER_FAST, "window": {"kind": "fast", "rows_per_coin": 100_000},
            "teacher": {**TEACHER_FAST["teacher"], "val_days": 20}}  # fmt: skip
@@ -165,12 +171,12 @@ def test_a_cutoff_with_too_little_history_fails_naming_rows_had_and_needed(env):
     assert (
         "BTCUSDT has 8915 rows with a known label_1h" in text and "needs 11520 per coin and horizon" in text
     )
-    assert not lake.exists(MODEL_PREDICTIONS) and not lake.pinned_versions()
+    assert read_partition(MODEL_PREDICTIONS, dt.datetime(2024, 2, 1, tzinfo=dt.UTC)).height == 0
+    assert set(lake.read_table(lake.PINS_TABLE)["owner"]) == {"liquid_teacher/2024-03-01"}  # no new pins
 
 
 def test_the_student_trains_under_torchrun_through_pipes_and_only_rank_0_reports(env):
-    inst, mlflow = env
-    assert materialise_teacher(inst, mlflow).success
+    inst, mlflow, _ = env
     student_cfg = {"window": {"kind": "fast", "rows_per_coin": 600}, "input_len": 16, "steps": 4, "global_batch": 32,
                    "eval_every": 2, "cpu_procs": 2, "model": {"d_series": 4, "mix_len": 4, "ff_dim": 8, "n_blocks": 1}}  # fmt: skip
     res = dg.materialize(

@@ -348,6 +348,7 @@ def train_teacher_partition(
 @dg.asset(
     group_name=MODELS_GROUP,
     partitions_def=model_cutoffs,
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range is one run: its cut-offs in order
     deps=[FEATURE_DEP],
     kinds={"lightgbm", "mlflow", "delta"},
     description="LightGBM per coin and horizon (ridge baseline beside it) trained on feature_matrix_main rows "
@@ -583,6 +584,7 @@ def train_student_partition(
 @dg.asset(
     group_name=MODELS_GROUP,
     partitions_def=model_cutoffs,
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range is one run: its cut-offs in order
     deps=[liquid_teacher, FEATURE_DEP],
     pool="gpu",  # two trainings never share a device
     kinds={"pytorch", "mlflow", "delta"},
