@@ -1,0 +1,99 @@
+"""Benchmark: one liquid_teacher model partition (10 coins x 2 horizons, 420-day window) on simulated data.
+
+Stages, timed apart: (1) the raw tables from the simulator (stands in for the lake read: the same
+tables `feature_matrix_main` is built from), (2) the feature layer (`build_matrix`, as the assets chain
+it) and `training_frame` (cut-off 2024-07-01, production window of --days), (3) `fit_teacher` per
+horizon: per coin, the early-stopped fit, the refit on the whole window, n_wf_folds walk-forward and
+n_kfold purged k-fold models, the ridge beside each, the metrics and the OOF backtest. Peak memory is
+the process's maximum resident set size (ru_maxrss).
+
+Target (issue 9): under 5 minutes and under 6 GiB here. The full size is the default; on a loaded
+machine pass --coins/--days/--horizons for a smaller run: the figures printed say what ran.
+Run: .venv/bin/python benchmarks/teacher.py [--coins 10] [--days 420] [--horizons 1h,4h] [--threads 1]
+Prints figures, then one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import resource
+import time
+
+import polars as pl
+
+from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
+from quant_assets.features.keys import LOOKBACK as FEATURE_LOOKBACK
+from quant_assets.ml.teacher import TeacherConfig, fit_teacher
+from quant_assets.ml.training_frame import ProductionWindow, training_frame
+from quant_assets.schemas import RAW_TABLES
+from quant_assets.sources.synthetic import MarketSimulator
+from quant_assets.universe import SYMBOLS
+from quant_assets_tests.features.features_rawdata import build_matrix
+
+CUTOFF = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
+FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--coins", type=int, default=10)
+    ap.add_argument("--days", type=int, default=420)
+    ap.add_argument("--horizons", default="1h,4h")
+    ap.add_argument("--threads", type=int, default=1, help="LightGBM num_threads")
+    ap.add_argument("--signal", type=float, default=1.0, help="simulator signal_strength")
+    args = ap.parse_args()
+    logging.getLogger("quant_assets.backtest.engine").setLevel(logging.ERROR)  # one funding note per model
+    coins = SYMBOLS[: args.coins]
+    horizons = tuple(args.horizons.split(","))
+    start = (CUTOFF - dt.timedelta(days=args.days)).date()
+
+    t = time.perf_counter()
+    sim = MarketSimulator(seed=7, signal_strength=args.signal)
+    tables = [n for n in RAW_TABLES if n != "entities"]
+    raw = sim.fetch(tables, start - FEATURE_LOOKBACK, CUTOFF.date(), FAR)
+    raw = {n: df.filter(pl.col("symbol").is_in(coins)) if n not in ("events", "event_links") else df
+           for n, df in raw.items()}  # fmt: skip
+    t_read = time.perf_counter() - t
+
+    t = time.perf_counter()
+    matrix = build_matrix(raw)
+    del raw
+    keys = (*LIQUID_FULL_FEATURE_KEYS, "close", "cost_depth_notional")
+    tf = training_frame(matrix, CUTOFF, ProductionWindow(args.days), keys, horizons)
+    frame = tf.frame
+    del matrix
+    t_frame = time.perf_counter() - t
+
+    cfg = TeacherConfig(num_threads=args.threads)
+    t_fit, ics = {}, {}
+    for h in horizons:
+        t = time.perf_counter()
+        fits = fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, h, cfg)
+        t_fit[h] = time.perf_counter() - t
+        ics[h] = {s: round(f.metrics["wf_ic"], 4) for s, f in fits.items()}
+        del fits
+    total = t_read + t_frame + sum(t_fit.values())
+    fits_per_model = 2 + cfg.n_wf_folds + cfg.n_kfold
+    print(f"teacher partition: {len(coins)} coins x {len(horizons)} horizons, {args.days}-day window, "
+          f"{frame.height:,} rows x {len(LIQUID_FULL_FEATURE_KEYS)} features, num_threads={args.threads}, "
+          f"{fits_per_model} LightGBM + ridge fits per coin and horizon")  # fmt: skip
+    print(f"  raw tables (simulator, stands in for the lake read): {t_read:7.1f} s")
+    print(f"  feature layer + training_frame:                     {t_frame:7.1f} s")
+    for h in horizons:
+        print(f"  fit_teacher {h} (LightGBM, ridge, OOS metrics):      {t_fit[h]:7.1f} s   wf_ic {ics[h]}")
+    print(f"  total {total:.1f} s (target < 300 s), peak RSS {peak_gib():.2f} GiB (target < 6 GiB)")
+    print(json.dumps({"bench": "teacher", "coins": len(coins), "horizons": list(horizons), "days": args.days,
+                      "rows": frame.height, "threads": args.threads, "read_s": round(t_read, 2),
+                      "frame_s": round(t_frame, 2), "fit_s": {h: round(v, 2) for h, v in t_fit.items()},
+                      "total_s": round(total, 2), "peak_rss_gib": round(peak_gib(), 3)}))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

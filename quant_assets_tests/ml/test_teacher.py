@@ -1,0 +1,202 @@
+"""The liquid teacher finds the planted signal out of sample, finds nothing in the null, and is reproducible.
+
+Data: the simulator's tables for four coins, January to June 2024, through the whole feature layer
+(`build_matrix`, as the assets chain it), cut by `training_frame` at 2024-07-01 with a 180-day window.
+Six months, because the teacher is one model per coin: with four months its first walk-forward fold
+trains on a month and the pooled OOS IC (0.018) is not reliably told from zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
+from quant_assets.features.keys import LOOKBACK as FEATURE_LOOKBACK
+from quant_assets.ml.teacher import (
+    TeacherConfig,
+    _tail_split,
+    fit_teacher,
+    load_fit,
+    predict,
+    save_fit,
+)
+from quant_assets.ml.training_frame import STEP, ProductionWindow, TooLittleHistory, training_frame
+from quant_assets.schemas import RAW_TABLES
+from quant_assets.sources.synthetic import MarketSimulator
+from quant_assets.validation.bootstrap import day_bootstrap_ic
+from quant_assets.validation.intervals import LabelIntervals
+from quant_assets_tests.features.features_rawdata import build_matrix
+
+FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+START, CUTOFF = dt.date(2024, 1, 1), dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
+COINS = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT")
+# What the matrix carries beside the features: the backtest's price and book depth.
+EXTRA = ("close", "cost_depth_notional")
+# Small, shallow trees: the planted effects are linear and per-coin windows are short (and it is fast).
+FAST = TeacherConfig(num_leaves=7, min_child_samples=1000, n_estimators=150, early_stopping_rounds=30,
+                     n_wf_folds=3, n_kfold=0)  # fmt: skip
+
+
+def simulated_matrix(signal_strength: float, coins=COINS, end=CUTOFF.date()) -> pl.DataFrame:
+    sim = MarketSimulator(seed=7, signal_strength=signal_strength)
+    tables = [t for t in RAW_TABLES if t != "entities"]
+    raw = sim.fetch(tables, START - FEATURE_LOOKBACK, end + dt.timedelta(days=1), FAR)
+    raw = {n: df.filter(pl.col("symbol").is_in(coins)) if n not in ("events", "event_links") else df
+           for n, df in raw.items()}  # fmt: skip
+    return build_matrix(raw).filter(pl.col("ts").dt.date() >= START)
+
+
+def frame_of(matrix: pl.DataFrame, days: int = 180, cutoff=CUTOFF) -> pl.DataFrame:
+    keys = (*LIQUID_FULL_FEATURE_KEYS, *EXTRA)
+    return training_frame(matrix, cutoff, ProductionWindow(days), keys, ("1h", "4h")).frame
+
+
+def pooled_oos_interval(fits, matrix: pl.DataFrame, target: str):
+    """Whole-day bootstrap interval of the pooled walk-forward IC (Pearson) against `target`.
+
+    Pearson, not rank: under the null simple returns are a martingale but skewed (their median falls as
+    volatility rises), so the rank IC of any volatility-like forecast is negative by construction.
+    """
+    oof = pl.concat([f.oof for f in fits.values()]).drop_nulls("teacher_oof")
+    oof = oof.join(matrix.select("symbol", "ts", "fwd_ret_1h"), on=["symbol", "ts"], how="left")
+    return day_bootstrap_ic(
+        oof["teacher_oof"].to_numpy(),
+        oof[target].to_numpy(),
+        oof["ts"].dt.date().to_numpy(),
+        method="pearson",
+    )
+
+
+@pytest.fixture(scope="module")
+def planted():
+    m = simulated_matrix(1.0)
+    return m, fit_teacher(frame_of(m), LIQUID_FULL_FEATURE_KEYS, "1h", FAST)
+
+
+@pytest.mark.slow
+def test_teacher_oos_ic_is_above_zero_with_the_planted_signal(planted):
+    m, fits = planted
+    assert sorted(fits) == sorted(COINS)
+    iv = pooled_oos_interval(fits, m, "label")
+    # measured: IC 0.039, interval [0.021, 0.059]; the simulator's reachable IC is 0.11, and the ridge
+    # baseline reaches 0.077 (the planted effects are linear in the features)
+    assert iv.low > 0, iv
+    assert 0.015 < iv.ic < 0.11, iv
+    for f in fits.values():  # the ridge baseline on the same folds
+        assert f.metrics["ridge_wf_ic"] > 0, (f.symbol, f.metrics)
+
+
+@pytest.mark.slow
+def test_teacher_oos_ic_interval_contains_zero_in_the_null():
+    m = simulated_matrix(0.0)
+    fits = fit_teacher(frame_of(m), LIQUID_FULL_FEATURE_KEYS, "1h", FAST)
+    # Scored against the gross forward return: label_1h nets est_cost, which depends on the published
+    # book depth and so is predictable from the features even at signal_strength 0 (a teacher that
+    # learns the cost is right to, but that is not a price signal).
+    iv = pooled_oos_interval(fits, m, "fwd_ret_1h")
+    assert iv.low < 0 < iv.high, iv
+
+
+def test_walk_forward_oof_rows_come_only_from_models_that_did_not_see_them(small):
+    *_, fits = small
+    f = fits["ETHUSDT"]
+    oof = f.oof.sort("ts")
+    assert oof.columns == ["symbol", "ts", "horizon", "label", "teacher_oof", "ridge_oof"]
+    # block 0 (a quarter of the window with n_wf_folds=3) trains the first fold and is never predicted
+    predicted = oof.filter(pl.col("teacher_oof").is_not_null())
+    first = predicted["ts"].min()
+    assert (
+        oof.filter(pl.col("ts") < first)["teacher_oof"].null_count()
+        == oof.filter(pl.col("ts") < first).height
+    )
+    share = predicted.height / oof.height
+    assert 0.73 < share < 0.77, share
+    assert f.metrics["n_oof"] == predicted.height
+    assert (predicted["teacher_oof"].is_not_null() == predicted["ridge_oof"].is_not_null()).all()
+    # metrics the gates read are all there, finite, and the after-cost backtest ran on the frame's close
+    for k in ("wf_ic", "wf_rank_ic", "wf_hit_rate", "wf_turnover", "wf_pnl_after_cost", "wf_max_drawdown",
+              "ridge_wf_ic", "ridge_wf_pnl_after_cost", "n_train", "n_val", "wf_rank_ic_low"):  # fmt: skip
+        assert math.isfinite(f.metrics[k]), (k, f.metrics)
+    assert f.metrics["wf_turnover"] > 0
+    assert any("funding" in n for n in f.notes)  # no settlements were passed: said, not silent
+    assert f.importance.columns == ["feature", "gain", "split"]
+    assert f.importance.height == len(LIQUID_FULL_FEATURE_KEYS)
+    assert 1 <= f.best_iteration <= FAST.n_estimators
+    assert f.booster.num_trees() == f.best_iteration
+
+
+def test_early_stopping_tail_is_purged_of_labels_that_reach_into_it():
+    ts = pl.datetime_range(
+        dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 3), "5m", time_zone="UTC", eager=True
+    )
+    t0 = ts.cast(pl.Datetime("ns", "UTC"))
+    iv = LabelIntervals.build(t0, t0 + (STEP + dt.timedelta(hours=4)))
+    fit, val = _tail_split(iv, np.arange(len(ts)), 0.5)
+    tail_start = iv.t0[val].min()
+    assert iv.t0[val].max() == iv.t0.max()
+    assert (iv.t1[fit] < tail_start).all()  # no fitted label ends at or after the tail's first bar
+    # nothing else is dropped: the purge removes exactly the 49 rows whose 4h05m label reaches the tail
+    assert len(fit) + len(val) + 49 == len(ts)
+
+
+def small_frame() -> pl.DataFrame:
+    m = simulated_matrix(1.0, coins=("ETHUSDT",), end=dt.date(2024, 3, 1))
+    return frame_of(m, days=60, cutoff=dt.datetime(2024, 3, 1, tzinfo=dt.UTC)), m
+
+
+@pytest.fixture(scope="module")
+def small():
+    frame, m = small_frame()
+    cfg = dataclasses.replace(FAST, n_kfold=2, n_estimators=60)
+    return frame, m, cfg, fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, "4h", cfg)
+
+
+def test_same_frame_and_seed_give_identical_models_metrics_and_predictions(small):
+    frame, m, cfg, fits = small
+    again = fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, "4h", cfg)
+    a, b = fits["ETHUSDT"], again["ETHUSDT"]
+    assert json.dumps(a.metrics, sort_keys=True) == json.dumps(b.metrics, sort_keys=True)
+    assert "kfold_ic" in a.metrics and "ridge_kfold_ic" in a.metrics
+    assert a.oof.equals(b.oof)
+    assert a.booster.model_to_string() == b.booster.model_to_string()
+    assert predict(fits, m).equals(predict(again, m))
+    other = fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, "4h", dataclasses.replace(cfg, seed=1))
+    assert other["ETHUSDT"].booster.model_to_string() != a.booster.model_to_string()  # the seed matters
+
+
+def test_save_and_load_round_trip_predicts_identically(small, tmp_path):
+    _, m, _, fits = small
+    fit = fits["ETHUSDT"]
+    paths = save_fit(fit, tmp_path / "ETHUSDT_4h")
+    assert sorted(p.name for p in paths) == [
+        "fit.json",
+        "importance.parquet",
+        "model.txt",
+        "oof.parquet",
+        "ridge.json",
+    ]
+    assert not any(p.suffix in (".pkl", ".pickle", ".joblib") for p in tmp_path.rglob("*"))
+    loaded = load_fit(tmp_path / "ETHUSDT_4h")
+    before, after = predict(fits, m), predict({"ETHUSDT": loaded}, m)
+    assert before.equals(after)
+    assert before["prediction"].is_finite().all() and before["prediction"].std() > 0
+    assert loaded.oof.equals(fit.oof) and loaded.importance.equals(fit.importance)
+    assert loaded.best_iteration == fit.best_iteration
+    assert json.dumps(loaded.metrics, sort_keys=True) == json.dumps(fit.metrics, sort_keys=True)
+
+
+def test_too_little_history_names_the_coin_and_the_rows(small):
+    frame, _, cfg, _ = small
+    short = frame.filter(pl.col("ts") >= dt.datetime(2024, 2, 20, tzinfo=dt.UTC))
+    with pytest.raises(TooLittleHistory) as e:
+        fit_teacher(short, LIQUID_FULL_FEATURE_KEYS, "4h", cfg)
+    msg = str(e.value)
+    have = short.filter(pl.col("label_4h").is_not_null() & (pl.col("vol_288") > 0)).height
+    assert "ETHUSDT" in msg and f"{have:,}" in msg and f"{cfg.rows_needed():,}" in msg, msg
