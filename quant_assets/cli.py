@@ -155,6 +155,7 @@ def print_summary(evaluations: list) -> None:
         )
     with pl.Config(
         tbl_rows=100,
+        tbl_cols=-1,  # the models table has a column per coin
         tbl_hide_dataframe_shape=True,
         tbl_hide_column_data_types=True,
         tbl_width_chars=160,
