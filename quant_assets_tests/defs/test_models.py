@@ -187,6 +187,7 @@ def test_the_student_trains_under_torchrun_through_pipes_and_only_rank_0_reports
         run_config={"ops": {"liquid_student": {"config": student_cfg}}},
         resources={"mlflow": mlflow, "pipes": dg.PipesSubprocessClient()},
     )
+    assert liquid_student.op.pool == "gpu"  # two trainings never share a device
     [event] = res.get_asset_materialization_events()  # one: rank 1 never opened Pipes
     meta = {k: v.value for k, v in event.materialization.metadata.items()}
     assert meta["rank"] == 0 and meta["world_size"] == 2 and meta["backend"] == "gloo"
