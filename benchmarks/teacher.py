@@ -20,18 +20,22 @@ import datetime as dt
 import json
 import logging
 import resource
+import sys
 import time
+from pathlib import Path
 
 import polars as pl
 
-from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS
-from quant_assets.features.keys import LOOKBACK as FEATURE_LOOKBACK
-from quant_assets.ml.teacher import TeacherConfig, fit_teacher
-from quant_assets.ml.training_frame import ProductionWindow, training_frame
-from quant_assets.schemas import RAW_TABLES
-from quant_assets.sources.synthetic import MarketSimulator
-from quant_assets.universe import SYMBOLS
-from quant_assets_tests.features.features_rawdata import build_matrix
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' build_matrix
+
+from quant_assets.features.keys import LIQUID_FULL_FEATURE_KEYS  # noqa: E402
+from quant_assets.features.keys import LOOKBACK as FEATURE_LOOKBACK  # noqa: E402
+from quant_assets.ml.teacher import TeacherConfig, fit_teacher  # noqa: E402
+from quant_assets.ml.training_frame import ProductionWindow, training_frame  # noqa: E402
+from quant_assets.schemas import RAW_TABLES  # noqa: E402
+from quant_assets.sources.synthetic import MarketSimulator  # noqa: E402
+from quant_assets.universe import SYMBOLS  # noqa: E402
+from quant_assets_tests.features.features_rawdata import build_matrix  # noqa: E402
 
 CUTOFF = dt.datetime(2024, 7, 1, tzinfo=dt.UTC)
 FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
