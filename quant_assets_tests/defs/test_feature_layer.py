@@ -48,7 +48,7 @@ def test_a_failing_raw_check_stops_the_features_in_the_same_run():
         selection=RAW.selection | FEATURES.selection,
         partition_key="2024-03-01",
         raise_on_error=False,
-        resources={"source": DefectiveSourceResource(defect="duplicate_bars")},
+        resources={**defs.resources, "source": DefectiveSourceResource(defect="duplicate_bars")},
     )
     assert not res.success
     materialized = {m.asset_key.to_user_string() for m in res.get_asset_materialization_events()}
@@ -77,7 +77,7 @@ def test_automation_requests_the_latest_month_only_once_upstream_blocking_checks
             partition_key=keys[-1],
             instance=inst,
             raise_on_error=False,
-            resources={"source": DefectiveSourceResource(defect="duplicate_bars")},
+            resources={**defs.resources, "source": DefectiveSourceResource(defect="duplicate_bars")},
         )
         [failed] = [ev for ev in bad.get_asset_check_evaluations() if not ev.passed]
         assert (failed.asset_key, failed.check_name) == (dg.AssetKey("market_bars"), "unique_key")

@@ -12,7 +12,7 @@ from quant_assets import coverage, lake
 from quant_assets.cli import run_layer
 from quant_assets.definitions import ASSETS, CHECKS
 from quant_assets.defs.layers import AUDIT, RAW
-from quant_assets.resources import MarketDataSource
+from quant_assets.resources import MarketDataSource, default_resources
 from quant_assets.schemas import RAW_TABLE_NAMES
 from quant_assets.universe import SYMBOLS, TIMEFRAMES
 from quant_assets_tests.defs.defect_source import (
@@ -142,7 +142,7 @@ def test_a_corrupt_source_fails_its_blocking_check_with_a_count_and_sample(defec
         selection=RAW.selection,
         partition_key="2024-03-01",
         raise_on_error=False,
-        resources={"source": DefectiveSourceResource(defect=defect)},
+        resources={**default_resources(), "source": DefectiveSourceResource(defect=defect)},
     )
     assert not res.success
     failed = {ev.check_name: ev for ev in res.get_asset_check_evaluations() if not ev.passed}
