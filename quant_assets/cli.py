@@ -2,6 +2,7 @@
 
     python -m quant_assets.cli demo       # two latest months, raw -> features -> audit -> models, then a summary
     python -m quant_assets.cli backfill   # 2018-01 -> the running month, one run per layer
+                                          # (models: the running month's; --walk-forward: every month's)
     python -m quant_assets.cli summary    # what the lake holds and how the checks went
 
 Runs are recorded in the instance under $DAGSTER_HOME, so `make ui` shows them.
@@ -251,6 +252,12 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument(
         "--end", default=None, help="last month to include, e.g. 2024-06-01 (default: running month)"
     )
+    back.add_argument(
+        "--walk-forward",
+        action="store_true",
+        help="train every model partition in the range (a walk-forward; hours on full history), "
+        "not only the last month's",
+    )
     sub.add_parser("summary", help="print what the lake holds")
     args = parser.parse_args(argv)
 
@@ -267,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if run_layers(instance, first, last, readiness_days=days, walk_forward=False) else 1
     last = args.end or keys[-1]
     print(f"backfill: months {args.start} .. {last}; lake at {lake.root()}")
-    return 0 if run_layers(instance, args.start, last) else 1
+    return 0 if run_layers(instance, args.start, last, walk_forward=args.walk_forward) else 1
 
 
 if __name__ == "__main__":
