@@ -31,6 +31,7 @@ from quant_assets.defs.lineage import recorded_snapshot
 from quant_assets.defs.models.config import StudentRunConfig, TeacherRunConfig
 from quant_assets.defs.models.tables import (
     BACKTEST_RUNS,
+    BACKTEST_SCHEMA,
     MODEL_PREDICTIONS,
     TEACHER_OOF,
     read_partition,
@@ -92,11 +93,11 @@ def _matrix_range(cutoff: dt.datetime, window) -> dt.date:
 
 
 def rows_digest(frame: pl.DataFrame) -> str:
-    """sha256 of the (symbol, ts) keys of a training frame, in its (symbol, ts) order."""
+    """sha256 of the (symbol, ts) keys of a training frame, taken in (symbol, ts) order."""
     keys = frame.select("symbol", pl.col("ts").dt.epoch("ms")).sort("symbol", "ts")
     h = hashlib.sha256()
-    for sym, ts in keys.iter_rows():
-        h.update(f"{sym}|{ts};".encode())
+    h.update("\n".join(keys["symbol"].to_list()).encode())
+    h.update(keys["ts"].to_numpy().astype("<i8").tobytes())
     return h.hexdigest()
 
 
@@ -156,8 +157,6 @@ def _backtest_rows(results: dict, model: str, version: str, cutoff: dt.datetime)
     for res in results.values():
         r = res.run_row().with_columns(model=pl.lit(model), version=pl.lit(version), cutoff=pl.lit(cutoff))
         rows.append(r)
-    from quant_assets.defs.models.tables import BACKTEST_SCHEMA
-
     if not rows:
         return pl.DataFrame(schema=BACKTEST_SCHEMA)
     return pl.concat(rows, how="diagonal_relaxed").select(
