@@ -302,6 +302,8 @@ def train_teacher_partition(
                     "horizon": h,
                     "wf_ic": _f(f.metrics.get("wf_ic")),
                     "wf_rank_ic": _f(f.metrics.get("wf_rank_ic")),
+                    "wf_ic_low": _f(f.metrics.get("wf_ic_low")),
+                    "wf_ic_high": _f(f.metrics.get("wf_ic_high")),
                     "ridge_wf_ic": _f(f.metrics.get("ridge_wf_ic")),
                     "wf_pnl_after_cost": _f(f.metrics.get("wf_pnl_after_cost")),
                     "best_iter": f.best_iteration,
