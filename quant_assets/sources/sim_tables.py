@@ -15,8 +15,8 @@ import numpy as np
 import polars as pl
 
 from quant_assets.schemas import DEPTH_BANDS, TS
-from quant_assets.sources.base import restate_catalogue
 from quant_assets.sources import sim_params as p
+from quant_assets.sources.base import restate_catalogue
 from quant_assets.sources.sim_bars import hourly, round_price, size_factor, tick_size, typical_bar_sigma
 from quant_assets.sources.sim_daily import DailyState, ar1
 from quant_assets.sources.sim_events import ENTITIES, DayEvents
