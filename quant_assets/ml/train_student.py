@@ -168,6 +168,14 @@ def setup_distributed(device: str = "auto") -> Dist:
     return Dist(rank, world, dev, backend)
 
 
+def autocast_dtype(device: torch.device, bf16: bool) -> torch.dtype | None:
+    """bfloat16 autocast on CUDA when asked (the GPU setting); None (full float32) on CPU, whatever bf16 says.
+
+    CPU stays float32 so a CPU run, its tests and the 1-vs-2-process comparison keep float32 numbers.
+    """
+    return torch.bfloat16 if device.type == "cuda" and bf16 else None
+
+
 def _sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
     if d.world > 1:
         dist.all_reduce(t)
@@ -180,6 +188,7 @@ def train(cfg: StudentConfig, report: Report | None = None) -> dict:
     d = setup_distributed(cfg.device)
     # process-wide torch settings, put back afterwards for an in-process caller (tests, notebooks)
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     try:
         manifest = _train(cfg, d, report if d.rank == 0 else None)
         manifest["seconds"] = round(time.perf_counter() - t_start, 3)
@@ -192,6 +201,7 @@ def train(cfg: StudentConfig, report: Report | None = None) -> dict:
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         if d.world > 1:
             dist.destroy_process_group()
 
@@ -200,6 +210,9 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # deterministic mode also NaN-fills every new tensor, ~10 full-activation writes a step on CPU; every
+    # kernel here writes all of its output, so the fill changes no result (benchmarks/student.py)
+    torch.utils.deterministic.fill_uninitialized_memory = False
     if cfg.global_batch % d.world:
         raise ValueError(f"global_batch {cfg.global_batch} is not divisible by the {d.world} processes")
 
@@ -240,7 +253,8 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
     torch.manual_seed(cfg.seed + 7919 * d.rank)  # after the init: ranks draw different nn.Dropout masks
     model = DistributedDataParallel(raw) if d.world > 1 else raw
     opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda" and cfg.bf16)
+    amp = autocast_dtype(dev, cfg.bf16)
+    autocast = torch.autocast(dev.type, dtype=amp, enabled=amp is not None)
 
     # --- the loop: one global batch per step, this rank's slice of it
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -264,18 +278,10 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         if len(text):
             hide = drop_text[mine][:, None, None]
             xb[:, :, text_idx] = torch.where(hide, text_zero, xb[:, :, text_idx])
-        yb, tb = y_all[ends_r], t_all[ends_r]
-        with autocast:
-            pred = model(xb.unsqueeze(2), coin_all[ends_r][:, None]).squeeze(1).float()
-        label_sq = torch.where(torch.isfinite(yb), (pred - yb.nan_to_num()) ** 2, 0.0).sum()
-        teacher_sq = torch.where(torch.isfinite(tb), (pred - tb.nan_to_num()) ** 2, 0.0).sum()
-        # DDP averages gradients over ranks: scale by world so the average is the global batch's gradient
-        loss = d.world * (label_sq / n_label + cfg.teacher_weight * teacher_sq / n_teacher)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-        opt.step()
+        loss = train_step(
+            model, opt, xb.unsqueeze(2), coin_all[ends_r][:, None], y_all[ends_r][:, None], t_all[ends_r][:, None],
+            n_label, n_teacher, cfg.teacher_weight, d.world, cfg.grad_clip, autocast,
+        )  # fmt: skip
 
         global_loss = _sum(loss.detach() / d.world, d).item()
         losses.append([step, round(global_loss, 8)])
@@ -328,6 +334,40 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         }
         torch.save(state, out / "student.pt")
     return manifest
+
+
+def train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    xb: torch.Tensor,
+    coin: torch.Tensor | None,
+    yb: torch.Tensor,
+    tb: torch.Tensor,
+    n_label: torch.Tensor,
+    n_teacher: torch.Tensor,
+    teacher_weight: float,
+    world: int,
+    grad_clip: float,
+    autocast: torch.autocast,
+) -> torch.Tensor:
+    """One optimiser step on this rank's windows xb [b, L, N, V]; labels yb and teacher tb [b, N, H] (NaN: none).
+
+    n_label and n_teacher count the finite labels and teacher values of the whole global batch, so
+    the loss is the global batch's mean whatever the rank's share. Returns the (scaled) loss.
+    benchmarks/student.py times this same function.
+    """
+    with autocast:
+        pred = model(xb, coin).float()
+    label_sq = torch.where(torch.isfinite(yb), (pred - yb.nan_to_num()) ** 2, 0.0).sum()
+    teacher_sq = torch.where(torch.isfinite(tb), (pred - tb.nan_to_num()) ** 2, 0.0).sum()
+    # DDP averages gradients over ranks: scale by world so the average is the global batch's gradient
+    loss = world * (label_sq / n_label + teacher_weight * teacher_sq / n_teacher)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    return loss
 
 
 @torch.no_grad()

@@ -19,10 +19,13 @@ from quant_assets.ml.launch import netns_available, torchrun_command
 from quant_assets.ml.train_student import (
     StudentConfig,
     StudentInputs,
+    autocast_dtype,
     load_config,
     load_inputs,
+    load_student,
     predict,
     save_npz,
+    setup_distributed,
     train,
 )
 from quant_assets.ml.tsmixer import TSMixer, TSMixerConfig
@@ -234,3 +237,24 @@ def test_without_a_network_namespace_the_command_stays_on_loopback_and_says_so()
     assert launch.env["GLOO_SOCKET_IFNAME"] == "lo" and "all interfaces" in launch.note
     ns = torchrun_command("quant_assets.ml.train_student", ["--config", "c.json"], 2, netns=True)
     assert ns.command[:3] == ["unshare", "--net", "--"] and ns.note is None
+
+
+def test_gpu_settings_resolve_to_bf16_on_cuda_only_and_a_cpu_run_stays_float32(tmp_path, inputs_npz):
+    """The GPU path (bf16 autocast, windows on the device) is chosen by device; CPU keeps float32."""
+    assert autocast_dtype(torch.device("cuda", 1), bf16=True) is torch.bfloat16
+    assert autocast_dtype(torch.device("cuda", 0), bf16=False) is None
+    assert autocast_dtype(torch.device("cpu"), bf16=True) is None
+    d = setup_distributed("auto")  # WORLD_SIZE unset: one process, no process group
+    assert (
+        d.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+        and d.world == 1
+        and d.backend is None
+    )
+    assert setup_distributed("cpu").device == torch.device("cpu")
+    fill = torch.utils.deterministic.fill_uninitialized_memory
+    manifest = train(config(tmp_path, "cpu", inputs_npz, steps=3, device="cpu"))
+    assert manifest["device"] == "cpu" and manifest["config"]["bf16"] is True
+    # process-wide torch settings the run changes are put back for an in-process caller
+    assert torch.utils.deterministic.fill_uninitialized_memory == fill
+    model, _, _ = load_student(tmp_path / "cpu")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
