@@ -44,8 +44,13 @@ cost model's fallback depth where the frame has none), perpetual funding only wh
 are passed as `funding=`; only the walk-forward rows are traded (block 0 has no out-of-fold score).
 Without a `close` column the backtest metrics are NaN.
 
+Binning (no look-ahead): every LightGBM Dataset finds its bin edges on its own training rows only (a
+seeded sample of at most `bin_sample_rows` of them); a validation tail is binned with its training
+rows' edges, and the refit on the whole window with the early-stopping fit's edges (rows before the
+tail).
+
 Determinism: same frame, feature keys and config -> identical models, predictions and metrics
-(LightGBM deterministic=True, force_row_wise, fixed seeds and num_threads).
+(LightGBM deterministic=True, force_row_wise, fixed seeds and num_threads), whatever `workers`.
 """
 
 from __future__ import annotations
@@ -82,13 +87,15 @@ class TeacherConfig:
     num_leaves: int = 31
     learning_rate: float = 0.05
     n_estimators: int = 400  # the most boosting rounds early stopping may keep
-    early_stopping_rounds: int = 40
+    # Rounds without a better tail IC before stopping. 20, not 40: every early-stopped booster (ten per
+    # coin and horizon) pays these rounds for nothing, ~25% of the boosting (measured on the 10-coin
+    # partition, walk-forward ICs before and after in benchmarks/teacher.py's docstring).
+    early_stopping_rounds: int = 20
     min_child_samples: int = 200
     feature_fraction: float = 0.8
-    # Each tree on a seeded half of the rows (bagging_freq 1): ~25% less boosting time than 0.8 (measured,
-    # one coin 1h 420 days: 18 vs 23 ms a round) with walk-forward and k-fold ICs within their noise;
-    # a half is still ~50k rows a tree against min_child_samples.
-    bagging_fraction: float = 0.5
+    # 0.8, not 0.5: a half boosts ~25% faster (18 vs 23 ms a round, one coin 1h 420 days) but lowered the
+    # planted-signal test's pooled OOS IC (0.036 vs 0.043 at 0.8, 0.040 before max_bin 63).
+    bagging_fraction: float = 0.8
     lambda_l2: float = 1.0
     # 63 bins, not LightGBM's 255: histogram building and Dataset construction are most of a fit's cost
     # (measured, 117k rows x 131 features, 60 rounds: 2.9 s -> 1.8 s to build, 3.3 s -> 2.4 s to boost;
@@ -277,10 +284,11 @@ def _coins(frame: pl.DataFrame, feature_keys: Sequence[str], horizon: str, cfg: 
     if scale:  # a row without a positive scale (a coin's first day for vol_288) has no target
         known &= pl.col(scale[0]).cast(pl.Float64).fill_nan(None).fill_null(0.0) > 0
         label = f"{label} and {scale[0]} > 0"
-    labelled = frame.filter(known).sort("symbol", "ts")
+    # Counted first, then one coin's rows copied at a time: a sorted copy of the whole frame beside the
+    # coins' feature arrays was ~1.3 GiB of the 10-coin partition's peak.
     needed = cfg.rows_needed()
     symbols = sorted(frame.get_column("symbol").unique().to_list())
-    counts = dict(labelled.group_by("symbol").len().iter_rows())
+    counts = dict(frame.lazy().filter(known).group_by("symbol").len().collect().iter_rows())
     short = [f"{s} has {counts.get(s, 0):,}" for s in symbols if counts.get(s, 0) < needed]
     if not symbols or short:
         raise TooLittleHistory(
@@ -290,7 +298,8 @@ def _coins(frame: pl.DataFrame, feature_keys: Sequence[str], horizon: str, cfg: 
         )
     extra = [c for c in ("close", DEPTH_COLUMN) if c in frame.columns]
     out = []
-    for (sym,), g in labelled.group_by("symbol", maintain_order=True):
+    for sym in symbols:
+        g = frame.filter(known & (pl.col("symbol") == sym)).sort("ts")
         ts = g.get_column("ts")
         t0 = ts.cast(pl.Datetime("ns", "UTC"))
         iv = LabelIntervals.build(t0, t0 + (STEP + HORIZONS[horizon]))
