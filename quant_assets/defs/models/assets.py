@@ -234,7 +234,8 @@ def train_teacher_partition(
     funding = lake.scan(FUNDING_TABLE, _matrix_range(cutoff, window), cutoff.date(),
                         version=versions[FUNDING_TABLE]).filter(pl.col("ts") < cutoff).collect()  # fmt: skip
     try:
-        fits = {h: teacher_ml.fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, h, cfg, funding=funding)
+        fits = {h: teacher_ml.fit_teacher(frame, LIQUID_FULL_FEATURE_KEYS, h, cfg, funding=funding,
+                                           workers=config.workers)
                 for h in manifest.horizons}  # fmt: skip
     except TooLittleHistory as exc:
         raise dg.Failure(f"{TEACHER} partition {key}: {exc}") from exc
