@@ -242,22 +242,11 @@ def train_teacher_partition(
 
     # --- MLflow: params, metrics per coin and horizon, plots, model files, one registered version each
     digest = rows_digest(frame)
-    run = mlflow.start_run(
-        f"{TEACHER} {key}",
-        params={
-            "cutoff": cutoff.isoformat(),
-            "window": window.describe(),
-            "rows": frame.height,
-            **{f"teacher.{k}": v for k, v in teacher_ml.config_dict(cfg).items()},
-        },  # fmt: skip
-        tags={
-            "partition": key,
-            "asset": TEACHER,
-            "dagster_run_id": context.run.run_id,
-            "training_rows_sha256": digest,
-            **{f"table_version.{t}": v for t, v in versions.items()},
-        },  # fmt: skip
-    )
+    run = _start_model_run(
+        context, mlflow, TEACHER, key, cutoff, window, frame.height, versions,
+        params={f"teacher.{k}": v for k, v in teacher_ml.config_dict(cfg).items()},
+        tags={"training_rows_sha256": digest},
+    )  # fmt: skip
     ok = False
     try:
         registered: dict[str, str] = {}
@@ -345,6 +334,29 @@ def train_teacher_partition(
     for h, m in pnl.items():
         metadata[f"month_pnl_after_cost_{h}"] = dg.MetadataValue.float(round(float(m["total_return"]), 6))
     return metadata
+
+
+def _start_model_run(
+    context,
+    mlflow,
+    asset: str,
+    key: str,
+    cutoff,
+    window,
+    rows: int,
+    versions: dict,
+    *,
+    params: dict,
+    tags: dict,
+):
+    """One MLflow run per model partition: what every model kind records (cut-off, window, rows,
+    partition, Dagster run, the lake versions read) plus its own params and tags."""
+    return mlflow.start_run(
+        f"{asset} {key}",
+        params={"cutoff": cutoff.isoformat(), "window": window.describe(), "rows": rows, **params},
+        tags={"partition": key, "asset": asset, "dagster_run_id": context.run.run_id, **tags,
+              **{f"table_version.{t}": v for t, v in versions.items()}},
+    )  # fmt: skip
 
 
 @dg.asset(
@@ -501,23 +513,12 @@ def train_student_partition(
             long.append(p.filter(pl.col("ts") >= cutoff).with_columns(pl.col("prediction").fill_nan(None)))
         preds = pl.concat(long)
 
-        run = mlflow.start_run(
-            f"{STUDENT} {key}",
-            params={
-                "cutoff": cutoff.isoformat(),
-                "window": window.describe(),
-                "rows": rows.height,
-                **{f"student.{k}": v for k, v in student_cfg.items() if k not in ("inputs", "out_dir")},
-                **{f"launch.{k}": v for k, v in pre.metadata().items()},
-            },  # fmt: skip
-            tags={
-                "partition": key,
-                "asset": STUDENT,
-                "dagster_run_id": context.run.run_id,
-                "teacher_run": teacher_meta.get("mlflow_run_id", ""),
-                **{f"table_version.{t}": v for t, v in {**versions, TEACHER_OOF: oof_version}.items()},
-            },  # fmt: skip
-        )
+        run = _start_model_run(
+            context, mlflow, STUDENT, key, cutoff, window, rows.height, {**versions, TEACHER_OOF: oof_version},
+            params={**{f"student.{k}": v for k, v in student_cfg.items() if k not in ("inputs", "out_dir")},
+                    **{f"launch.{k}": v for k, v in pre.metadata().items()}},
+            tags={"teacher_run": teacher_meta.get("mlflow_run_id", "")},
+        )  # fmt: skip
         ok = False
         try:
             for step, loss in manifest["loss"]:
