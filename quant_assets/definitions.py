@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from quant_assets.defs.evaluation.jobs import PROMOTION_JOBS
 from quant_assets.defs.features.automation import automation_sensor
 from quant_assets.defs.layers import ASSETS, CHECKS, JOBS
 from quant_assets.defs.maintenance.automation import weekly_lake_maintenance
@@ -13,7 +14,7 @@ __all__ = ["ASSETS", "CHECKS", "defs"]
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    jobs=JOBS,
+    jobs=[*JOBS, *PROMOTION_JOBS],
     schedules=[daily_running_month, daily_audits, weekly_lake_maintenance],
     sensors=[automation_sensor],
     resources=default_resources(),
