@@ -1,9 +1,13 @@
-"""Command line for the things a user does from a terminal: demo, backfill, summary.
+"""The `quant-assets` command: what a user does from a terminal (`python -m quant_assets.cli` is the same).
 
-    python -m quant_assets.cli demo       # two latest months, raw -> features -> audit -> models, then a summary
-    python -m quant_assets.cli backfill   # 2018-01 -> the running month, one run per layer
-                                          # (models: the running month's; --walk-forward: every month's)
-    python -m quant_assets.cli summary    # what the lake holds and how the checks went
+    quant-assets demo       # two latest months, raw -> features -> audit -> models, then a summary
+    quant-assets backfill   # 2018-01 -> the running month, one run per layer
+                            # (models: the running month's; --walk-forward: every month's)
+    quant-assets summary    # what the lake holds and how the checks went
+    quant-assets status     # lake tables, model partitions, candidates and their gates, champions,
+                            # paper PnL (--json: one JSON object)
+    quant-assets promote --symbol BTC --horizon 1h --why "..."   # the promote_model job, in process
+    quant-assets rollback --symbol BTC --horizon 1h --why "..."  # the rollback_model job, in process
 
 Runs are recorded in the instance under $DAGSTER_HOME, so `make ui` shows them.
 """
@@ -12,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import getpass
+import json
+import math
 import os
 import socket
 import sys
@@ -34,7 +41,10 @@ from dagster._core.storage.tags import (  # noqa: E402
 from quant_assets import coverage, lake  # noqa: E402
 from quant_assets.definitions import defs  # noqa: E402
 from quant_assets.defs.audit.assets import AUDIT_GROUP  # noqa: E402
-from quant_assets.defs.layers import ASSETS, AUDIT, CHECKS, LAYERS, Layer  # noqa: E402
+from quant_assets.defs.evaluation import promotion  # noqa: E402
+from quant_assets.defs.layers import ASSETS, AUDIT, CHECKS, LAYERS, MODELS, Layer  # noqa: E402
+from quant_assets.defs.models.tables import MODEL_PREDICTIONS  # noqa: E402
+from quant_assets.defs.models.tracking import MlflowTracking  # noqa: E402
 from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS  # noqa: E402
 from quant_assets.instance import HOST_TAG, prepare_home  # noqa: E402
 from quant_assets.partitions import monthly  # noqa: E402
@@ -42,6 +52,8 @@ from quant_assets.partitions import monthly  # noqa: E402
 # Dagster logs every engine event at DEBUG (~190 lines for the demo); INFO keeps the assets'
 # own progress lines (one per month and table) and every warning and error.
 CONSOLE_INFO = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# written by the paper-trading asset; read here only, when it exists
+PAPER_PNL = "paper_pnl"
 UI_HINT = "Open the UI:  make ui   ->  http://127.0.0.1:3000  (runs, asset checks, lineage)"
 
 
@@ -236,9 +248,267 @@ def model_pnl() -> pl.DataFrame:
     return runs.sort("partition", "model", "horizon").collect()
 
 
+# --- status: the state read from the lake, the Dagster instance and the registry ----------------
+
+PNL_KEYS = ("model", "symbol", "horizon")
+METRIC_KEYS = ("n_oos", "oos_ic", "oos_ic_lo", "oos_ic_hi", "oos_rank_ic", "hit_rate", "pnl_after_cost",
+               "max_drawdown", "turnover_per_day", "improved_wf_windows")  # fmt: skip
+
+
+def _scan_any(table: str) -> pl.LazyFrame:
+    """Any lake table, month-partitioned or not (`lake.scan` expects the month column)."""
+    lf = pl.scan_delta(lake.uri(table), storage_options=lake.storage_options())
+    if lake.PARTITION_COLUMN in lf.collect_schema().names():
+        lf = lf.drop(lake.PARTITION_COLUMN)
+    return lf
+
+
+def table_status(table: str) -> dict:
+    """Rows, time range, days with rows and their share of the range (coverage), coins, Delta version."""
+    lf = _scan_any(table)
+    cols = lf.collect_schema().names()
+    time_col = "ts" if "ts" in cols else ("date" if "date" in cols else None)
+    aggs = [pl.len().alias("rows")]
+    if time_col:
+        aggs += [pl.col(time_col).min().alias("first"), pl.col(time_col).max().alias("last")]
+    if "date" in cols:
+        aggs += [pl.col("date").n_unique().alias("days"), pl.col("date").min().alias("d0"),
+                 pl.col("date").max().alias("d1")]  # fmt: skip
+    if "symbol" in cols:
+        aggs.append(pl.col("symbol").unique().sort().implode().alias("coins"))
+    s = lf.select(aggs).collect().row(0, named=True)
+    span = (s["d1"] - s["d0"]).days + 1 if s.get("d0") is not None else None
+    return {
+        "table": table,
+        "version": lake.version(table),
+        "rows": s["rows"],
+        "from": s.get("first"),
+        "to": s.get("last"),
+        "days_with_rows": s.get("days"),
+        # share of calendar days between the first and last that hold rows (gaps lower it)
+        "coverage": round(s["days"] / span, 4) if span else None,
+        "coins": [c for c in s.get("coins") or [] if c is not None],
+    }
+
+
+def model_partitions(instance: dg.DagsterInstance | None = None) -> list[dict]:
+    """Per model: its latest cut-off in `model_predictions` (rows, MLflow run, partitions held) and the
+    model asset's latest materialised partition in the Dagster instance (None without one)."""
+    out: dict[str, dict] = {}
+    if lake.exists(MODEL_PREDICTIONS):
+        per_cutoff = (
+            _scan_any(MODEL_PREDICTIONS)
+            .group_by("model", "cutoff")
+            .agg(
+                pl.len().alias("rows"), pl.col("version").first(), pl.col("symbol").n_unique().alias("coins")
+            )
+            .collect()
+            .sort("model", "cutoff")
+        )
+        for model, part in per_cutoff.group_by("model", maintain_order=True):
+            last = part.row(-1, named=True)
+            out[model[0]] = {"model": model[0], "latest_cutoff": last["cutoff"], "partitions": part.height,
+                             "rows": last["rows"], "coins": last["coins"], "version": last["version"],
+                             "dagster_latest_partition": None, "dagster_partitions": None}  # fmt: skip
+    if instance is not None:
+        for asset in MODELS.assets:
+            for key in asset.keys:
+                done = sorted(instance.get_materialized_partitions(key))
+                if not done and key.to_user_string() not in out:
+                    continue  # never materialised and nothing in the lake: no entry
+                entry = out.setdefault(key.to_user_string(), {"model": key.to_user_string(), "latest_cutoff": None,
+                                                              "partitions": 0, "rows": 0, "coins": 0, "version": None})  # fmt: skip
+                entry["dagster_latest_partition"] = done[-1] if done else None
+                entry["dagster_partitions"] = len(done)
+    return [out[k] for k in sorted(out)]
+
+
+def candidate_status() -> list[dict]:
+    """The latest cut-off's candidate per model, coin and horizon, with its metrics and gate verdicts."""
+    rows = promotion.read_candidates()
+    if rows.height == 0:
+        return []
+    latest = rows.filter(pl.col("cutoff") == pl.col("cutoff").max().over("model", "symbol", "horizon"))
+    return [
+        {
+            "model": r["model"],
+            "kind": r["kind"],
+            "symbol": r["symbol"],
+            "horizon": r["horizon"],
+            "cutoff": r["cutoff"],
+            "registered_name": r["registered_name"],
+            "version": r["registered_version"],
+            "passed": r["passed"],
+            "metrics": {k: r[k] for k in METRIC_KEYS},
+            "gates": promotion.gate_verdicts(r["gates"]),
+            "entry_threshold": r["entry_threshold"],
+            "confidence_min": r["confidence_min"],
+            "evaluated_at": r["evaluated_at"],
+        }  # fmt: skip
+        for r in latest.sort("symbol", "horizon", "model").iter_rows(named=True)
+    ]
+
+
+def _registry_client(tracking: MlflowTracking):
+    """The registry's client, or None when the embedded store was never created (nothing registered:
+    opening it would create an empty database)."""
+    uri = tracking.resolved_uri()
+    if uri.startswith("sqlite:///") and not os.path.exists(uri.removeprefix("sqlite:///")):
+        return None
+    return tracking.client()
+
+
+def champion_status(tracking: MlflowTracking, candidates: list[dict]) -> list[dict]:
+    """Every `champion` alias in the registry with when, by whom and why it became champion (the latest
+    `promotions` row that made it so)."""
+    client = _registry_client(tracking)
+    if client is None:
+        return []
+    history = promotion.read_promotions()
+    model_of = {(c["registered_name"], c["version"]): c["model"] for c in candidates}
+    out = []
+    for ch in promotion.all_champions(client):
+        rec = history.filter(
+            (pl.col("registered_name") == ch["registered_name"]) & (pl.col("version") == ch["version"])
+        )
+        last = rec.row(-1, named=True) if rec.height else {}
+        cutoff = last.get("cutoff")
+        if cutoff is None:  # promoted outside the jobs: the version's own partition tag
+            cutoff = (client.get_model_version(ch["registered_name"], ch["version"]).tags or {}).get(
+                "partition"
+            )
+        out.append({
+            "model": model_of.get((ch["registered_name"], ch["version"]), f"liquid_{ch['kind']}"),
+            "kind": ch["kind"], "symbol": ch["symbol"], "horizon": ch["horizon"],
+            "registered_name": ch["registered_name"], "version": ch["version"], "cutoff": cutoff,
+            "promoted_at": last.get("at"), "action": last.get("action"), "who": last.get("who"),
+            "why": last.get("why"), "previous": ch["previous"],
+        })  # fmt: skip
+    return out
+
+
+def paper_pnl_status() -> list[dict]:
+    """Per model, coin and horizon: days traded, cumulative PnL and the latest day's PnL (USD)."""
+    if not lake.exists(PAPER_PNL):
+        return []
+    lf = _scan_any(PAPER_PNL)
+    cols = lf.collect_schema().names()
+    keys = [k for k in PNL_KEYS if k in cols]
+    if "pnl" not in cols or "date" not in cols:
+        raise ValueError(f"lake table {PAPER_PNL!r} has no 'pnl' or 'date' column (columns: {cols})")
+    daily = lf.group_by(*keys, "date").agg(pl.col("pnl").sum()).collect()
+    if daily.height == 0:
+        return []
+    by = keys or [pl.lit(True).alias("_all")]
+    summary = (
+        daily.sort("date")
+        .group_by(by, maintain_order=True)
+        .agg(
+            pl.len().alias("days"),
+            pl.col("date").first().alias("first_day"),
+            pl.col("date").last().alias("latest_day"),
+            pl.col("pnl").last().alias("latest_day_pnl"),
+            pl.col("pnl").sum().alias("cumulative_pnl"),
+        )
+        .drop("_all", strict=False)
+    )
+    return summary.sort(keys or "latest_day").to_dicts()
+
+
+def status(instance: dg.DagsterInstance | None = None, tracking: MlflowTracking | None = None) -> dict:
+    """The whole state as one JSON-ready object; a table that does not exist gives an empty section."""
+    candidates = candidate_status()
+    return {
+        "lake": lake.root(),
+        "as_of": dt.datetime.now(dt.UTC).replace(microsecond=0),
+        "tables": [table_status(t) for t in lake.tables()],
+        "model_partitions": model_partitions(instance),
+        "candidates": candidates,
+        "champions": champion_status(tracking or MlflowTracking(), candidates),
+        "paper_pnl": paper_pnl_status(),
+    }
+
+
+def _jsonable(value):
+    """Dates as ISO strings, NaN and infinities as null (JSON has neither)."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def print_status(state: dict) -> None:
+    def show(title: str, rows: list[dict], columns: list[str]) -> None:
+        print(f"\n{title}")
+        if not rows:
+            print("  (none)")
+            return
+        print(pl.DataFrame([{c: _cell(r.get(c)) for c in columns} for r in rows]))
+
+    with pl.Config(tbl_rows=200, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                   tbl_width_chars=200, thousands_separator=",", fmt_str_lengths=60):  # fmt: skip
+        print(f"lake: {state['lake']}   as of {_cell(state['as_of'])}")
+        show(
+            "Tables", state["tables"], ["table", "rows", "from", "to", "days_with_rows", "coverage", "coins"]
+        )
+        show("Model partitions", state["model_partitions"],
+             ["model", "latest_cutoff", "partitions", "rows", "coins", "dagster_latest_partition"])  # fmt: skip
+        cands = [{**c, **c["metrics"], "gates": _gate_line(c["gates"])} for c in state["candidates"]]
+        show("Candidates (latest cut-off; gates: + passed, - failed)", cands,
+             ["model", "symbol", "horizon", "cutoff", "version", "oos_ic", "hit_rate", "pnl_after_cost", "passed",
+              "gates"])  # fmt: skip
+        show("Champions", state["champions"],
+             ["symbol", "horizon", "registered_name", "version", "cutoff", "promoted_at", "who", "previous"])  # fmt: skip
+        show("Paper PnL (USD)", state["paper_pnl"],
+             ["model", "symbol", "horizon", "days", "latest_day", "latest_day_pnl", "cumulative_pnl"])  # fmt: skip
+
+
+def _cell(v):
+    if isinstance(v, dt.datetime):
+        return v.strftime("%Y-%m-%d %H:%M")
+    if isinstance(v, list):
+        return f"{len(v)}" if len(v) > 3 else ",".join(map(str, v))
+    if isinstance(v, float):
+        return round(v, 5)
+    return v if v is None or isinstance(v, int | bool) else str(v)
+
+
+def _gate_line(gates: list[dict]) -> str:
+    return " ".join(("+" if g.get("passed") else "-") + str(g.get("name")) for g in gates)
+
+
+def run_job_in_process(instance: dg.DagsterInstance, job_name: str, op: str, config: dict) -> int:
+    """The promotion/rollback job as the UI would launch it, in this process; 1 with the reason on refusal."""
+    user = os.environ.get("USER") or getpass.getuser()
+    res = defs.get_job_def(job_name).execute_in_process(
+        run_config={
+            **CONSOLE_INFO,
+            "ops": {op: {"config": {k: v for k, v in config.items() if v is not None}}},
+        },
+        instance=instance,
+        tags={"user": user, HOST_TAG: socket.gethostname()},
+        raise_on_error=False,
+    )
+    if res.success:
+        print(f"{job_name}: run {res.run_id[:8]} succeeded")
+        return 0
+    failure = res.failure_data_for_node(op)
+    reason = getattr(failure.user_failure_data, "description", None) if failure else None
+    print(
+        f"{job_name}: REFUSED: {reason or (failure.error.message if failure else 'run failed')}",
+        file=sys.stderr,
+    )
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m quant_assets.cli",
+        prog="quant-assets",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -259,6 +529,19 @@ def main(argv: list[str] | None = None) -> int:
         "not only the last month's",
     )
     sub.add_parser("summary", help="print what the lake holds")
+    stat = sub.add_parser(
+        "status", help="lake tables, model partitions, candidates and gates, champions, paper PnL"
+    )
+    stat.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    prom = sub.add_parser("promote", help="promote a candidate whose gates all passed (job promote_model)")
+    roll = sub.add_parser("rollback", help="restore the previous champion (job rollback_model)")
+    for p in (prom, roll):
+        p.add_argument("--symbol", required=True, help="BTC or BTCUSDT")
+        p.add_argument("--horizon", required=True, help="1h or 4h")
+        p.add_argument("--why", required=True, help="recorded in the promotions table")
+    prom.add_argument("--kind", help="teacher, student, ... (default: the best passed candidate)")
+    prom.add_argument("--cutoff", help="model partition, e.g. 2026-12-01 (default: the latest)")
+    prom.add_argument("--version", help="registered model version (default: the selected candidate's)")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("DAGSTER_HOME", str(prepare_home()))
@@ -266,6 +549,19 @@ def main(argv: list[str] | None = None) -> int:
         print_summary([])
         return 0
     instance = dg.DagsterInstance.get()
+    if args.command == "status":
+        state = status(instance, defs.resources["mlflow"])
+        if args.json:
+            print(json.dumps(_jsonable(state)))
+        else:
+            print_status(state)
+        return 0
+    if args.command in ("promote", "rollback"):
+        config = {"symbol": args.symbol, "horizon": args.horizon, "why": args.why}
+        if args.command == "promote":
+            config |= {"kind": args.kind, "cutoff": args.cutoff, "version": args.version}
+            return run_job_in_process(instance, "promote_model", "promote", config)
+        return run_job_in_process(instance, "rollback_model", "rollback", config)
     keys = monthly.get_partition_keys()
     if args.command == "demo":
         first, last = keys[-args.months], keys[-1]
