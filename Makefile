@@ -8,7 +8,7 @@ export QUANT_ASSETS_LAKE ?= $(CURDIR)/.lake
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint ui mlflow backfill bench clean
+.PHONY: install demo test lint ui mlflow backfill status bench clean
 
 # torch==2.13.0 first: it is the CPU wheel on this disk; nothing else may pull a CUDA build.
 $(STAMP): pyproject.toml
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)  ## raw + audit (+ features) for the two latest months, then a summary
-	$(PY) -m quant_assets.cli demo
+	$(VENV)/bin/quant-assets demo
 
 test: $(STAMP)  ## lint, architecture contracts, the whole suite
 	$(VENV)/bin/ruff check quant_assets quant_assets_tests benchmarks
@@ -42,7 +42,10 @@ mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the embedded store 
 		--default-artifact-root $(CURDIR)/.mlflow/artifacts -h 127.0.0.1 -p 5000
 
 backfill: $(STAMP)  ## every layer from 2018-01 to the running month, one run per layer
-	$(PY) -m quant_assets.cli backfill
+	$(VENV)/bin/quant-assets backfill
+
+status: $(STAMP)  ## lake tables, model partitions, candidates and gates, champions, paper PnL
+	$(VENV)/bin/quant-assets status
 
 bench: $(STAMP)  ## benchmarks: print measured figures
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
