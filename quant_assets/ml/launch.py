@@ -83,3 +83,39 @@ def torchrun_command(
     note = ("no network namespace available (needs root or CAP_SYS_ADMIN): torchrun's store listens on "
             "all interfaces of this host for the run")  # fmt: skip
     return Launch(run, env, netns=False, note=note)
+
+
+def multinode_command(
+    module: str,
+    args: list[str],
+    *,
+    nnodes: int,
+    nproc_per_node: int,
+    rdzv_endpoint: str,
+    local_addr: str,
+    is_host: bool,
+    ifname: str,
+    rdzv_id: str = "quant_assets",
+    threads: int = 1,
+) -> Launch:
+    """`torchrun -m module args` as one node of `nnodes`, meeting the others through c10d rendezvous.
+
+    Run it on every node with the same `rdzv_endpoint` (the host node's address:port) and `rdzv_id`:
+
+        python -m torch.distributed.run --nnodes=2 --nproc-per-node=1 --rdzv-backend=c10d \\
+            --rdzv-endpoint=10.0.0.1:29400 --rdzv-id=quant_assets --rdzv-conf=is_host=true \\
+            --local-addr=10.0.0.1 -m quant_assets.pipes_entries.student --config cfg.json
+        # on the other nodes: is_host=false and --local-addr=<their own address>, GLOO_SOCKET_IFNAME=<nic>
+
+    Why each flag (seen in quant_assets_tests/deploy/test_two_node_torchrun.py): without `is_host` both
+    nodes judged the endpoint not theirs and waited as clients of a store nobody hosted; without
+    `local_addr` the workers hung (torchrun then advertises the address it looks up for the
+    machine's hostname, not the one on the nodes' network); GLOO_SOCKET_IFNAME pins the collectives to the NIC that joins the nodes. The host
+    node's store listens on every interface of its network: the nodes' network must be private.
+    """
+    run = [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nnodes}",
+           f"--nproc-per-node={nproc_per_node}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}",
+           f"--rdzv-id={rdzv_id}", f"--rdzv-conf=is_host={'true' if is_host else 'false'}",
+           f"--local-addr={local_addr}", "-m", module, *args]  # fmt: skip
+    env = {"GLOO_SOCKET_IFNAME": ifname, "OMP_NUM_THREADS": str(threads)}
+    return Launch(run, env)
