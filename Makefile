@@ -8,7 +8,7 @@ export QUANT_ASSETS_LAKE ?= $(CURDIR)/.lake
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test lint ui mlflow backfill status bench clean
+.PHONY: install demo test lint ui mlflow backfill status bench validate-deploy clean
 
 # torch==2.13.0 first: it is the CPU wheel on this disk; nothing else may pull a CUDA build.
 $(STAMP): pyproject.toml
@@ -49,6 +49,10 @@ status: $(STAMP)  ## lake tables, model partitions, candidates and gates, champi
 
 bench: $(STAMP)  ## benchmarks: print measured figures
 	@for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+validate-deploy: $(STAMP)  ## offline checks of docker/ and deploy/k8s/: compose, kustomize, K8s schemas, instance configs
+	$(VENV)/bin/pytest -q quant_assets_tests/deploy/test_compose.py quant_assets_tests/deploy/test_k8s_manifests.py \
+		quant_assets_tests/deploy/test_training_pod.py quant_assets_tests/deploy/test_instance_config.py
 
 clean:
 	rm -rf .lake .dagster_home
