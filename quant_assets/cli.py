@@ -267,11 +267,11 @@ def table_status(table: str) -> dict:
     """Rows, time range, days with rows and their share of the range (coverage), coins, Delta version."""
     lf = _scan_any(table)
     cols = lf.collect_schema().names()
-    time_col = "ts" if "ts" in cols else ("date" if "date" in cols else None)
+    time_col = next((c for c in ("ts", "date", "at") if c in cols), None)  # `at`: the promotions log
     aggs = [pl.len().alias("rows")]
     if time_col:
         aggs += [pl.col(time_col).min().alias("first"), pl.col(time_col).max().alias("last")]
-    if "date" in cols:
+    if "ts" in cols and "date" in cols:  # a time series: days with rows (not per-cut-off tables)
         aggs += [pl.col("date").n_unique().alias("days"), pl.col("date").min().alias("d0"),
                  pl.col("date").max().alias("d1")]  # fmt: skip
     if "symbol" in cols:

@@ -140,6 +140,9 @@ def test_status_json_reports_tables_models_candidates_champions_and_paper_pnl(cl
     )
     assert "oos_ic_interval_above_zero (value -0.004" in capsys.readouterr().err
     assert main(["promote", "--symbol", "BTCUSDT", "--horizon", "1h", "--why", "March passed"]) == 0
+    with dg.DagsterInstance.get() as inst:  # the command's instance: the teacher's partitions as recorded
+        for part in ("2024-02-01", "2024-03-01"):
+            inst.report_runless_asset_event(dg.AssetMaterialization("liquid_teacher", partition=part))
     state = status_json(capsys)
 
     tables = {t["table"]: t for t in state["tables"]}
@@ -155,11 +158,13 @@ def test_status_json_reports_tables_models_candidates_champions_and_paper_pnl(cl
         6, 3, 0.75, ["BTCUSDT", "ETHUSDT"])  # fmt: skip
     assert (bars["from"], bars["to"]) == ("2024-03-01T12:00:00+00:00", "2024-03-04T12:00:00+00:00")
     assert tables["promotions"]["rows"] == 1 and tables["promotions"]["coins"] == ["BTCUSDT"]
+    assert tables["candidate_models"]["to"] == "2024-03-01" and tables["candidate_models"]["coverage"] is None
 
     [teacher] = state["model_partitions"]
     assert (teacher["model"], teacher["latest_cutoff"], teacher["partitions"], teacher["rows"]) == (
         "liquid_teacher", "2024-03-01T00:00:00+00:00", 2, 3)  # fmt: skip
     assert teacher["version"] == "run-03"
+    assert (teacher["dagster_latest_partition"], teacher["dagster_partitions"]) == ("2024-03-01", 2)
 
     [cand] = state["candidates"]  # the latest cut-off of each model, coin and horizon
     assert (cand["model"], cand["symbol"], cand["horizon"], cand["cutoff"], cand["version"], cand["passed"]) == (
@@ -173,6 +178,7 @@ def test_status_json_reports_tables_models_candidates_champions_and_paper_pnl(cl
     assert (champ["model"], champ["symbol"], champ["horizon"], champ["version"]) == (
         "liquid_teacher", "BTCUSDT", "1h", "2")  # fmt: skip
     assert champ["promoted_at"] == promoted["at"].isoformat() and champ["why"] == "March passed"
+    assert tables["promotions"]["from"] == champ["promoted_at"]
     assert champ["previous"] is None
 
     [pnl] = state["paper_pnl"]
