@@ -13,3 +13,5 @@ monthly = dg.MonthlyPartitionsDefinition(start_date=HISTORY_START.isoformat(), e
 # Model partition M = models trained on rows whose label ends before M's start, predicting month M
 # (a training cut-off per month: a backfill is a walk-forward, the running month is "retrain now").
 model_cutoffs = dg.MonthlyPartitionsDefinition(start_date="2019-01-01", end_offset=1, timezone="UTC")
+# Operations (paper trading, monitoring): one partition per UTC day, today included (traded as it fills).
+daily = dg.DailyPartitionsDefinition(start_date="2019-01-01", end_offset=1, timezone="UTC")

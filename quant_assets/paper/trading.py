@@ -193,7 +193,7 @@ def trade_book_day(
             "funding": fund_out,
         },
         schema=MARK_SCHEMA,
-    )
+    ).with_columns(pl.col("score", "confidence", "entry_score").fill_nan(None))  # missing, not a number
     total, cost_total, fund_total = float(pnl.sum()), float(cost_out.sum()), float(fund_out.sum())
     new_state = BookState(
         level=lvl_prev,

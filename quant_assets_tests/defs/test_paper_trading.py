@@ -1,0 +1,159 @@
+"""paper_trading through Dagster on a real Delta lake and a real SQLite MLflow registry."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from quant_assets import lake
+from quant_assets.backtest.config import BacktestConfig
+from quant_assets.backtest.engine import run_backtest
+from quant_assets.backtest.inputs import MATRIX_TABLE
+from quant_assets.defs.operations.assets import paper_trading
+from quant_assets.defs.operations.tables import (
+    PAPER_FILLS,
+    PAPER_MARKS,
+    PAPER_ORDERS,
+    PAPER_PNL,
+    PAPER_POSITIONS,
+)
+from quant_assets_tests.defs import paper_env
+from quant_assets_tests.defs.paper_env import HORIZON, NAME, SYMBOL
+
+D1, D2, D3 = "2024-03-01", "2024-03-02", "2024-03-03"
+TABLES = (PAPER_ORDERS, PAPER_FILLS, PAPER_MARKS, PAPER_PNL, PAPER_POSITIONS)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return paper_env.base_env(tmp_path_factory)
+
+
+@pytest.fixture
+def mlflow(base, isolated_lake, tmp_path):
+    return paper_env.copy_env(base[0], isolated_lake, tmp_path)
+
+
+def trade(mlflow, day, instance=None, config=None, raise_on_error=True):
+    run_config = {"ops": {"paper_trading": {"config": config}}} if config else None
+    return dg.materialize([paper_trading], partition_key=day, resources={"mlflow": mlflow}, instance=instance,
+                          run_config=run_config, raise_on_error=raise_on_error)  # fmt: skip
+
+
+def meta(result) -> dict:
+    [ev] = result.get_asset_materialization_events()
+    return {k: v.value for k, v in ev.materialization.metadata.items()}
+
+
+def day_rows(table, day) -> pl.DataFrame:
+    d = dt.date.fromisoformat(day)
+    return lake.read(table, d, d + dt.timedelta(days=1)).sort(
+        "ts" if "ts" in lake.read(table).columns else "symbol"
+    )
+
+
+def test_two_days_carry_the_position_and_equal_one_backtest_of_both(mlflow, base):
+    m1 = meta(trade(mlflow, D1))
+    assert m1["champions"] == 1 and m1["trading"] == 1 and m1["state"].startswith("first paper day")
+    m2 = meta(trade(mlflow, D2))
+    assert m2["state"] == "books continue from paper_positions of 2024-03-01"
+    pnl = lake.read(PAPER_PNL).sort("date")
+    assert pnl["status"].to_list() == ["trading", "trading"]
+    assert (pnl["registered_name"].to_list(), pnl["version"].to_list()) == (
+        [NAME] * 2,
+        [base[1]["version"]] * 2,
+    )
+    assert pnl["cum_pnl"][1] == pytest.approx(pnl["pnl"][0] + pnl["pnl"][1])
+    assert pnl["n_bars"].to_list() == [288, 288] and pnl["n_orders"].sum() > 5
+    # the same scores backtested over both days from flat: every bar's PnL and the total agree
+    marks = lake.read(PAPER_MARKS).sort("ts")
+    bars = lake.read(MATRIX_TABLE, D1, D3).sort("ts").select("symbol", "ts", "close", "cost_depth_notional")
+    frame = bars.join(marks.select("ts", "score"), on="ts")
+    cfg = BacktestConfig.for_horizon(HORIZON, threshold=base[1]["entry_threshold"])
+    whole = run_backtest(frame, cfg)
+    assert marks["pnl"].to_numpy() == pytest.approx(whole.pnl, abs=1e-9)
+    assert pnl["cum_pnl"][1] == pytest.approx(whole.metrics["total_pnl"])
+    assert lake.read(PAPER_ORDERS).height == lake.read(PAPER_FILLS).height == whole.metrics["n_trades"]
+    pos = lake.read(PAPER_POSITIONS).sort("date")
+    assert pos["last_ts"][1] == dt.datetime(2024, 3, 2, 23, 55, tzinfo=dt.UTC)
+    assert pos["units"][1] == pytest.approx(pnl["position_end"][1])
+    assert marks["ts"].max() < dt.datetime(2024, 3, 3, tzinfo=dt.UTC)
+
+
+def test_rerun_replaces_the_day_and_a_restart_continues_from_the_lake(mlflow, base, tmp_path):
+    with dg.DagsterInstance.ephemeral() as inst:
+        trade(mlflow, D1, inst)
+        first = {t: day_rows(t, D1) for t in TABLES}
+        trade(mlflow, D1, inst)  # the same day again: replaced, never doubled
+        for t in TABLES:
+            assert day_rows(t, D1).equals(first[t]), t
+        assert lake.read(PAPER_PNL).height == 1
+    # a new instance (nothing in memory) continues from the lake's paper_positions of D1
+    with dg.DagsterInstance.ephemeral() as fresh:
+        trade(mlflow, D2, fresh)
+    restarted = {t: day_rows(t, D2) for t in TABLES}
+    # the same two days in one uninterrupted sequence, in another lake, give the same rows
+    other = tmp_path / "lake2"
+    (tmp_path / "m2").mkdir()
+    mlflow2 = paper_env.copy_env(base[0], other, tmp_path / "m2")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("QUANT_ASSETS_LAKE", str(other))
+        trade(mlflow2, D1)
+        trade(mlflow2, D2)
+        straight = {t: day_rows(t, D2) for t in TABLES}
+    for t in TABLES:
+        assert restarted[t].equals(straight[t]), t
+
+
+def test_a_gap_after_a_day_with_positions_fails_and_names_the_days(mlflow):
+    trade(mlflow, D1)
+    assert lake.read(PAPER_POSITIONS)["units"][0] != 0  # the planted signal leaves a position open at the end
+    res = trade(mlflow, D3, raise_on_error=False)
+    assert not res.success
+    [fail] = [e for e in res.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "no paper_positions for 2024-03-02 .. 2024-03-02" in str(fail.event_specific_data.error)
+    assert lake.read(PAPER_PNL)["date"].to_list() == [dt.date(2024, 3, 1)]
+
+
+def test_a_stale_champion_stops_trading_and_says_so(mlflow, base):
+    trade(mlflow, D1)
+    # the same model, as if its cut-off were December: fresh until 2024-02-14 (45 days after January 1)
+    mlflow.client().set_model_version_tag(NAME, base[1]["version"], "partition", "2023-12-01")
+    m = meta(trade(mlflow, D2))
+    assert m["trading"] == 0
+    status = m["champion_status"][f"{SYMBOL} {HORIZON}"]
+    assert "stale: cut-off 2023-12-01, fresh until 2024-02-14" in status
+    orders = day_rows(PAPER_ORDERS, D2)
+    assert orders["reason"].to_list() in (
+        [],
+        ["exit: holding period over"],
+    )  # no entry, the held one runs out
+    marks = day_rows(PAPER_MARKS, D2)
+    assert marks["score"].is_null().all() and marks["units"][-1] == 0.0
+    assert day_rows(PAPER_PNL, D2)["status"][0].startswith("stale")
+
+
+def test_no_champion_trades_nothing_and_says_so(mlflow):
+    mlflow.client().delete_registered_model_alias(NAME, "champion")
+    m = meta(trade(mlflow, D1))
+    assert m["champions"] == 0 and m["books"] == "nothing traded"
+    assert "nothing traded" in m["no_champion"]
+    assert all(lake.read(t).height == 0 for t in TABLES)
+
+
+def test_rows_after_the_day_do_not_change_the_day(mlflow):
+    trade(mlflow, D1)
+    before = {t: day_rows(t, D1) for t in TABLES}
+    # rewrite everything after D1's end: prices, features and labels of D2 onwards
+    later = lake.read(MATRIX_TABLE, "2024-03-02", "2024-03-06").with_columns(
+        (pl.col("close") * 3.0).alias("close"),
+        (pl.col("ret_1") * -5.0).alias("ret_1"),
+        pl.lit(0.0).alias("ret_3"),
+    )
+    lake.write_window(MATRIX_TABLE, later, dt.date(2024, 3, 2), dt.date(2024, 3, 6))
+    trade(mlflow, D1)
+    for t in TABLES:
+        assert day_rows(t, D1).equals(before[t]), t
