@@ -1,8 +1,8 @@
-"""Kubernetes: the run executor switch and the student's training step as a GPU pod.
+"""Kubernetes: the run executor switch, and torchrun training steps (the student's) as GPU pods.
 
 The student asset writes its inputs and `student.json` into a temporary directory, then launches
 `torchrun -m quant_assets.pipes_entries.student --config student.json`. Locally that is a subprocess
-(`ml.launch.torchrun_command` + `PipesSubprocessClient`). On Kubernetes (`StudentTrainingLauncher`
+(`ml.launch.torchrun_command` + `PipesSubprocessClient`). On Kubernetes (`TrainingLauncher`
 with backend `k8s`, or QUANT_ASSETS_TRAINING_BACKEND=k8s) it is one pod, started and followed by
 `dagster_k8s.PipesK8sClient`: `nvidia.com/gpu: G` requested and `torchrun --nproc-per-node=G`, one
 process per GPU on NCCL. The temporary directory must be visible to both pods: run and step pods
@@ -50,7 +50,7 @@ def executor() -> dg.ExecutorDefinition:
 
 @dataclass(frozen=True)
 class TrainingPod:
-    """What the training pod asks of the cluster (resolved settings of StudentTrainingLauncher)."""
+    """What the training pod asks of the cluster (resolved settings of TrainingLauncher)."""
 
     image: str
     gpus: int = 1
@@ -130,14 +130,19 @@ def training_pod_spec(pod: TrainingPod, *, container_name: str = "student") -> d
     return spec
 
 
-def training_pod_meta(partition_key: str | None = None) -> dict:
+def _label(value: str) -> str:
+    """A label value: [A-Za-z0-9._-], at most 63 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", value)[:63]
+
+
+def training_pod_meta(partition_key: str | None = None, step: str = "student") -> dict:
     labels = {
         **TRAINING_LABEL,
         "app.kubernetes.io/part-of": "quant-assets",
-        "quant-assets/step": "liquid_student",
+        "quant-assets/step": _label(step),
     }
-    if partition_key:  # label values: [A-Za-z0-9._-], at most 63 characters
-        labels["quant-assets/partition"] = re.sub(r"[^A-Za-z0-9._-]", "_", partition_key)[:63]
+    if partition_key:
+        labels["quant-assets/partition"] = _label(partition_key)
     return {"labels": labels}
 
 
@@ -193,9 +198,9 @@ def student_pytorchjob(pod: TrainingPod, config_path: str, name: str, nodes: int
     }
 
 
-class StudentTrainingLauncher(dg.ConfigurableResource):
-    """Where the student's torchrun runs: `local` (a subprocess of the step, the default) or `k8s`
-    (a pod of its own through PipesK8sClient). Every field left unset falls back to its
+class TrainingLauncher(dg.ConfigurableResource):
+    """Where a training step's torchrun runs: `local` (a subprocess of the step, the default) or
+    `k8s` (a pod of its own through PipesK8sClient). Every field left unset falls back to its
     environment variable, as the Kubernetes manifests set them: QUANT_ASSETS_TRAINING_BACKEND,
     _IMAGE (else DAGSTER_CURRENT_IMAGE, the code location's image), _GPUS, _NAMESPACE, _CPU,
     _MEMORY, _SCRATCH_CLAIM, _NODE_SELECTOR (`key=value,key=value`)."""
@@ -242,7 +247,12 @@ class StudentTrainingLauncher(dg.ConfigurableResource):
         )  # fmt: skip
 
     def run_on_k8s(
-        self, context: dg.AssetExecutionContext, config_path: str, threads: int = 1
+        self,
+        context: dg.AssetExecutionContext,
+        module: str,
+        config_path: str,
+        threads: int = 1,
+        partition_key: str | None = None,
     ) -> dg.PipesClientCompletedInvocation:
         """Train in a pod and wait for it; rank 0's Pipes messages come back through the pod's log."""
         from dagster_k8s import PipesK8sClient
@@ -250,17 +260,53 @@ class StudentTrainingLauncher(dg.ConfigurableResource):
         pod = self.pod(threads)
         if not config_path.startswith(pod.scratch_path.rstrip("/") + "/"):
             raise ValueError(
-                f"student config {config_path} is not under the shared scratch {pod.scratch_path}: "
+                f"training config {config_path} is not under the shared scratch {pod.scratch_path}: "
                 "set TMPDIR to it in the step's pod (deploy/k8s/base/dagster.yaml) so the training pod can read it"
             )
-        key = context.partition_key if context.has_partition_key else None
         return PipesK8sClient(load_incluster_config=True).run(
             context=context,
             image=pod.image,
-            command=torchrun_pod_command(STUDENT_ENTRY, student_args(config_path), pod.nproc),
+            command=torchrun_pod_command(module, ["--config", config_path], pod.nproc),
             namespace=pod.namespace,
             env=training_env(pod),
-            base_pod_meta=training_pod_meta(key),
+            base_pod_meta=training_pod_meta(partition_key, step=module.rsplit(".", 1)[-1]),
             base_pod_spec=training_pod_spec(pod),
             pod_wait_timeout=self.pod_wait_timeout_seconds,
         )
+
+
+def launch_torchrun(
+    context: dg.AssetExecutionContext,
+    pipes: dg.PipesSubprocessClient,
+    module: str,
+    config_path: str,
+    *,
+    cpu_procs: int = 1,
+    threads: int = 1,
+    partition_key: str | None = None,
+    launcher: TrainingLauncher | None = None,
+) -> tuple[dg.PipesClientCompletedInvocation, dict]:
+    """`torchrun -m module --config config_path` where the deployment says, and what was launched.
+
+    `local` (default): a subprocess of this step, one process per local GPU or `cpu_procs` on CPU,
+    its rendezvous on loopback (quant_assets.ml.launch). `k8s` (QUANT_ASSETS_TRAINING_BACKEND=k8s,
+    set by the gpu overlay, or `launcher.backend`): a pod of its own with the GPUs requested.
+    Either way rank 0 reports through Dagster Pipes and the returned invocation carries it."""
+    launcher = launcher or TrainingLauncher()
+    if launcher.resolved_backend() == "k8s":
+        pod = launcher.pod(threads)
+        context.log.info(f"{module}: torchrun {pod.nproc} x {pod.backend} in a pod of {pod.image} "
+                         f"({pod.gpus} {GPU_RESOURCE}) in namespace {pod.namespace}")  # fmt: skip
+        invocation = launcher.run_on_k8s(context, module, config_path, threads, partition_key)
+        launched = {"nproc": pod.nproc, "backend": pod.backend, "gpu_count": pod.gpus, "gpu_model": "see the pod's node",
+                    "interconnect": "n/a", "where": "k8s", "image": pod.image, "namespace": pod.namespace}  # fmt: skip
+        return invocation, launched
+    from quant_assets.ml.launch import preflight, torchrun_command
+
+    pre = preflight(cpu_procs=cpu_procs)
+    launch = torchrun_command(module, ["--config", config_path], pre.nproc, threads=threads)
+    if launch.note:
+        context.log.warning(launch.note)
+    context.log.info(f"{module}: torchrun {pre.nproc} x {pre.backend} in this step")
+    invocation = pipes.run(command=launch.command, context=context, env=launch.env)
+    return invocation, {**pre.metadata(), "netns": launch.netns, "where": "local"}

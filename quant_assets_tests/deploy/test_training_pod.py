@@ -7,7 +7,14 @@ import dagster as dg
 import pytest
 from kubernetes.client import ApiClient
 
-from quant_assets.deploy.k8s import StudentTrainingLauncher, TrainingPod, executor, student_pod_body
+from quant_assets.deploy.k8s import (
+    STUDENT_ENTRY,
+    TrainingLauncher,
+    TrainingPod,
+    executor,
+    launch_torchrun,
+    student_pod_body,
+)
 
 CONFIG = "/scratch/liquid_student_ab12/student.json"
 
@@ -21,7 +28,7 @@ def test_gpu_pod_field_by_field():
     assert b["metadata"]["name"] == "liquid-student-ab12"
     labels = b["metadata"]["labels"]
     assert labels["quant-assets/role"] == "training"  # the NetworkPolicy's selector
-    assert labels["quant-assets/partition"] == "2026-10-01"
+    assert labels["quant-assets/partition"] == "2026-10-01" and labels["quant-assets/step"] == "student"
     assert labels["app.kubernetes.io/name"] == "dagster"  # build_pod_body's own labels are kept
     spec = b["spec"]
     assert spec["restartPolicy"] == "Never"
@@ -66,22 +73,22 @@ def test_launcher_settings_from_the_environment(monkeypatch):
                  "DAGSTER_CURRENT_IMAGE": "quant_assets:cu128", "QUANT_ASSETS_TRAINING_MEMORY": "48Gi",
                  "QUANT_ASSETS_TRAINING_NODE_SELECTOR": "gpu=a100,pool=train"}.items():  # fmt: skip
         monkeypatch.setenv(k, v)
-    launcher = StudentTrainingLauncher()
+    launcher = TrainingLauncher()
     assert launcher.resolved_backend() == "k8s"
     pod = launcher.pod(threads=4)
     assert (pod.image, pod.gpus, pod.nproc, pod.backend, pod.memory, pod.threads) == (
         "quant_assets:cu128", 2, 2, "nccl", "48Gi", 4)  # fmt: skip
     assert dict(pod.node_selector) == {"gpu": "a100", "pool": "train"}
     # explicit resource config wins over the environment
-    assert StudentTrainingLauncher(gpus=8, image="other:1").pod().gpus == 8
+    assert TrainingLauncher(gpus=8, image="other:1").pod().gpus == 8
     monkeypatch.setenv("QUANT_ASSETS_TRAINING_BACKEND", "slurm")
     with pytest.raises(ValueError, match="slurm"):
-        StudentTrainingLauncher().resolved_backend()
+        TrainingLauncher().resolved_backend()
     monkeypatch.delenv("QUANT_ASSETS_TRAINING_BACKEND")
-    assert StudentTrainingLauncher().resolved_backend() == "local"
+    assert TrainingLauncher().resolved_backend() == "local"
     monkeypatch.delenv("DAGSTER_CURRENT_IMAGE")
     with pytest.raises(ValueError, match="QUANT_ASSETS_TRAINING_IMAGE"):
-        StudentTrainingLauncher().pod()
+        TrainingLauncher().pod()
 
 
 def test_executor_switch(monkeypatch):
@@ -94,3 +101,20 @@ def test_executor_switch(monkeypatch):
     monkeypatch.setenv("QUANT_ASSETS_EXECUTOR", "celery")
     with pytest.raises(ValueError, match="celery"):
         executor()
+
+
+def test_k8s_backend_refuses_a_config_the_training_pod_cannot_read(monkeypatch, tmp_path):
+    """Under the k8s backend the config must be on the shared scratch claim: a step whose TMPDIR
+    is elsewhere fails before any pod is created, naming both paths."""
+    monkeypatch.setenv("QUANT_ASSETS_TRAINING_BACKEND", "k8s")
+    monkeypatch.setenv("DAGSTER_CURRENT_IMAGE", "quant_assets:cu128")
+    config = tmp_path / "student.json"
+
+    @dg.asset(required_resource_keys={"pipes"})
+    def trains(context) -> None:
+        launch_torchrun(
+            context, context.resources.pipes, STUDENT_ENTRY, str(config), partition_key="2026-10-01"
+        )
+
+    with pytest.raises(Exception, match=f"{config} is not under the shared scratch /scratch"):
+        dg.materialize([trains], resources={"pipes": dg.PipesSubprocessClient()})
