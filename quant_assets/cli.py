@@ -37,6 +37,7 @@ from dagster._core.storage.tags import (  # noqa: E402
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+from deltalake.exceptions import DeltaError  # noqa: E402
 
 from quant_assets import coverage, lake  # noqa: E402
 from quant_assets.definitions import defs  # noqa: E402
@@ -388,45 +389,74 @@ def champion_status(tracking: MlflowTracking, candidates: list[dict]) -> list[di
 
 
 def paper_pnl_status() -> list[dict]:
-    """Per model, coin and horizon: days traded, cumulative PnL and the latest day's PnL (USD)."""
+    """Per model, coin and horizon (one book a day in `paper_pnl`): days, cumulative PnL, the latest day's
+    PnL and status (USD). Days without a champion (no model) belong to no model and are left out."""
     if not lake.exists(PAPER_PNL):
         return []
     lf = _scan_any(PAPER_PNL)
     cols = lf.collect_schema().names()
-    keys = [k for k in PNL_KEYS if k in cols]
-    if "pnl" not in cols or "date" not in cols:
-        raise ValueError(f"lake table {PAPER_PNL!r} has no 'pnl' or 'date' column (columns: {cols})")
-    daily = lf.group_by(*keys, "date").agg(pl.col("pnl").sum()).collect()
-    if daily.height == 0:
-        return []
-    by = keys or [pl.lit(True).alias("_all")]
+    missing = [c for c in (*PNL_KEYS, "date", "pnl") if c not in cols]
+    if missing:
+        raise ValueError(f"lake table {PAPER_PNL!r} lacks columns {missing} (columns: {cols})")
+    status_col = pl.col("status") if "status" in cols else pl.lit(None, pl.String)
+    daily = (
+        lf.filter(pl.col("model").is_not_null())
+        .group_by(*PNL_KEYS, "date")
+        .agg(pl.col("pnl").sum(), status_col.last().alias("status"))
+        .collect()
+    )
     summary = (
         daily.sort("date")
-        .group_by(by, maintain_order=True)
+        .group_by(PNL_KEYS, maintain_order=True)
         .agg(
             pl.len().alias("days"),
             pl.col("date").first().alias("first_day"),
             pl.col("date").last().alias("latest_day"),
             pl.col("pnl").last().alias("latest_day_pnl"),
+            pl.col("status").last().alias("latest_status"),
             pl.col("pnl").sum().alias("cumulative_pnl"),
         )
-        .drop("_all", strict=False)
     )
-    return summary.sort(keys or "latest_day").to_dicts()
+    return summary.sort(PNL_KEYS).to_dicts()
 
 
 def status(instance: dg.DagsterInstance | None = None, tracking: MlflowTracking | None = None) -> dict:
-    """The whole state as one JSON-ready object; a table that does not exist gives an empty section."""
-    candidates = candidate_status()
+    """The whole state as one JSON-ready object. A table that does not exist gives an empty section; a
+    section that cannot be read (an MLflow server down, a table of another schema) gives an empty section
+    and a line in `warnings` naming the table or store, so one bad source never hides the others."""
+    warnings_: list[str] = []
+
+    def section(name: str, read):
+        try:
+            return read()
+        except Exception as exc:
+            if not _unreadable(exc):
+                raise
+            warnings_.append(f"{name}: {type(exc).__name__}: {exc}")
+            return []
+
+    candidates = section("candidates", candidate_status)
     return {
         "lake": lake.root(),
         "as_of": dt.datetime.now(dt.UTC).replace(microsecond=0),
-        "tables": [table_status(t) for t in lake.tables()],
-        "model_partitions": model_partitions(instance),
+        "tables": section("tables", lambda: [table_status(t) for t in lake.tables()]),
+        "model_partitions": section("model_partitions", lambda: model_partitions(instance)),
         "candidates": candidates,
-        "champions": champion_status(tracking or MlflowTracking(), candidates),
-        "paper_pnl": paper_pnl_status(),
+        "champions": section("champions", lambda: champion_status(tracking or MlflowTracking(), candidates)),
+        "paper_pnl": section("paper_pnl", paper_pnl_status),
+        "warnings": warnings_,
     }
+
+
+def _unreadable(exc: Exception) -> bool:
+    """A source that cannot be read (I/O, schema, registry), as opposed to a bug in this module."""
+    if isinstance(exc, ValueError | OSError | DeltaError | pl.exceptions.PolarsError):
+        return True
+    if "mlflow" in sys.modules:  # importing mlflow costs seconds: only when it is already loaded
+        from mlflow.exceptions import MlflowException
+
+        return isinstance(exc, MlflowException)
+    return False
 
 
 def _jsonable(value):
@@ -465,7 +495,10 @@ def print_status(state: dict) -> None:
         show("Champions", state["champions"],
              ["symbol", "horizon", "registered_name", "version", "cutoff", "promoted_at", "who", "previous"])  # fmt: skip
         show("Paper PnL (USD)", state["paper_pnl"],
-             ["model", "symbol", "horizon", "days", "latest_day", "latest_day_pnl", "cumulative_pnl"])  # fmt: skip
+             ["model", "symbol", "horizon", "days", "latest_day", "latest_day_pnl", "latest_status",
+              "cumulative_pnl"])  # fmt: skip
+        for w in state["warnings"]:
+            print(f"WARNING {w}", file=sys.stderr)
 
 
 def _cell(v):

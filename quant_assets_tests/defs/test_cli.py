@@ -114,8 +114,9 @@ def small_lake() -> None:
     cands = pl.DataFrame([candidate_row("1", FEB, failed=True), candidate_row("2", MAR, failed=False)],
                          schema=CANDIDATE_SCHEMA)  # fmt: skip
     lake.write_window(CANDIDATE_MODELS, cands, "2024-02-01", "2024-04-01")
-    pnl = pl.DataFrame({"date": days, "model": "liquid_teacher", "symbol": "BTCUSDT", "horizon": "1h",
-                        "pnl": [12.5, -2.0, 4.25]})  # fmt: skip
+    pnl = pl.DataFrame({"date": [*days, days[-1]], "model": ["liquid_teacher"] * 3 + [None],
+                        "symbol": ["BTCUSDT"] * 3 + ["ETHUSDT"], "horizon": "1h",
+                        "status": ["trading"] * 3 + ["no champion"], "pnl": [12.5, -2.0, 4.25, 0.0]})  # fmt: skip
     lake.write_window("paper_pnl", pnl, "2024-03-01", "2024-04-01")
 
 
@@ -123,6 +124,7 @@ def test_status_json_on_an_empty_lake_has_every_section_empty(cli_env, capsys):
     state = status_json(capsys)
     assert {k: state[k] for k in ("tables", "model_partitions", "candidates", "champions", "paper_pnl")} == {
         "tables": [], "model_partitions": [], "candidates": [], "champions": [], "paper_pnl": []}  # fmt: skip
+    assert state["warnings"] == []
     assert not (cli_env / "mlflow").exists()  # status never creates a registry
     assert main(["status"]) == 0 and "Champions\n  (none)" in capsys.readouterr().out
 
@@ -181,6 +183,7 @@ def test_status_json_reports_tables_models_candidates_champions_and_paper_pnl(cl
     assert tables["promotions"]["from"] == champ["promoted_at"]
     assert champ["previous"] is None
 
+    assert state["warnings"] == []
     [pnl] = state["paper_pnl"]
     assert (pnl["model"], pnl["symbol"], pnl["horizon"], pnl["days"]) == (
         "liquid_teacher",
@@ -189,6 +192,7 @@ def test_status_json_reports_tables_models_candidates_champions_and_paper_pnl(cl
         3,
     )
     assert (pnl["latest_day"], pnl["latest_day_pnl"], pnl["cumulative_pnl"]) == ("2024-03-04", 4.25, 14.75)
+    assert pnl["latest_status"] == "trading"  # the ETH book without a champion belongs to no model
 
     # rollback with no previous champion is refused; the human form prints every section
     assert main(["rollback", "--symbol", "BTC", "--horizon", "1h", "--why", "x"]) == 1
@@ -196,6 +200,17 @@ def test_status_json_reports_tables_models_candidates_champions_and_paper_pnl(cl
     assert main(["status"]) == 0
     out = capsys.readouterr().out
     assert "liquid_BTC_1h_teacher" in out and "+oos_ic_interval_above_zero" in out and "14.75" in out
+
+
+def test_a_section_that_cannot_be_read_is_empty_with_a_warning_and_the_others_still_show(cli_env, capsys):
+    day = dt.date(2024, 3, 1)
+    lake.write_window("paper_pnl", pl.DataFrame({"date": [day], "symbol": ["BTCUSDT"]}), day, "2024-03-02")
+    state = status_json(capsys)
+    assert state["paper_pnl"] == [] and [t["table"] for t in state["tables"]] == ["paper_pnl"]
+    [warning] = state["warnings"]
+    assert warning.startswith(
+        "paper_pnl: ValueError: lake table 'paper_pnl' lacks columns ['model', 'horizon', 'pnl']"
+    )
 
 
 def test_quant_assets_is_installed_as_a_console_script_running_main():
