@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from quant_assets.ml.train_backbone import Fold
-from quant_assets.ml.windows import Windows
+from quant_assets.ml.train_backbone import Fold, fold_data
+from quant_assets.ml.train_student import StudentInputs
+from quant_assets.ml.windows import Windows, place_on_grid, window_ends
 
 
 @dataclass(frozen=True)
@@ -107,3 +108,37 @@ class WindowRidge:
                     "x_mean": fold.scaler.mean.tolist(), "x_std": fold.scaler.std.tolist(),
                     "y_scale": fold.y_scale.tolist(), **(extra or {})}  # fmt: skip
         (out / "window_ridge.json").write_text(json.dumps(manifest, indent=1))
+
+
+def fit_inputs(inputs: StudentInputs, config: WindowRidgeConfig, val_fraction: float, embargo_bars: int):
+    """The backbones' fold (train_backbone.fold_data) on these rows, the ridge fitted on its training windows
+    (labels in the fold's target units), and its validation IC per label: (ridge, fold, metrics)."""
+    fold = fold_data(inputs, config.input_len, val_fraction, embargo_bars)
+    if len(fold.split.train_ends) < 2:
+        raise ValueError(
+            f"window ridge: {len(fold.split.train_ends)} training windows of {config.input_len} rows"
+        )
+    windows = Windows(torch.from_numpy(fold.scaler.apply(fold.grid.x)), config.input_len)
+    y = fold.grid.y / fold.y_scale
+    ridge = WindowRidge.fit(config, windows, fold.split.train_ends, y)
+    metrics = {"train_windows": len(fold.split.train_ends), "val_windows": len(fold.split.val_ends)}
+    if len(fold.split.val_ends):
+        p, t = ridge.predict(windows, fold.split.val_ends), y[fold.split.val_ends]
+        for j, name in enumerate(inputs.label_names):
+            ok = np.isfinite(t[:, j])
+            metrics[f"mse_{name}"] = float(np.mean((p[ok, j] - t[ok, j]) ** 2)) if ok.any() else float("nan")
+            metrics[f"ic_{name}"] = (
+                float(np.corrcoef(p[ok, j], t[ok, j])[0, 1]) if ok.sum() > 2 else float("nan")
+            )
+    return ridge, fold, metrics
+
+
+def predict_inputs(ridge: WindowRidge, fold: Fold, inputs: StudentInputs) -> np.ndarray:
+    """[rows, H] in label units, scaled by the fold's training-row scaler; NaN without a full window."""
+    grid = place_on_grid(inputs.symbol, inputs.ts_ms, inputs.x, np.zeros_like(inputs.y))
+    out = np.full(inputs.y.shape, np.nan, dtype=np.float64)
+    ends = window_ends(grid, ridge.config.input_len)
+    if len(ends):
+        windows = Windows(torch.from_numpy(fold.scaler.apply(grid.x)), ridge.config.input_len)
+        out[grid.row[ends]] = ridge.predict(windows, ends) * fold.y_scale
+    return out
