@@ -59,3 +59,44 @@ PROMOTION_SCHEMA = {
     "why": pl.String,
     "dagster_run_id": pl.String,
 }
+
+
+def replace_candidates(cutoff, df: pl.DataFrame) -> int:
+    """Replace the candidate rows of one model partition (the cut-off's `date`) by `df`, in one commit;
+    return the table's version. `df` is cast to CANDIDATE_SCHEMA (a missing or extra column is an error
+    naming it). Other partitions' rows are untouched (a predicate overwrite, as models' tables do)."""
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+
+    from quant_assets import lake
+
+    missing = [c for c in CANDIDATE_SCHEMA if c not in df.columns]
+    extra = [c for c in df.columns if c not in CANDIDATE_SCHEMA]
+    if missing or extra:
+        raise ValueError(f"lake table {CANDIDATE_MODELS!r}: frame lacks columns {missing}, has unknown columns {extra}")
+    day = cutoff.date()
+    data = df.select(pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items())
+    wrong = data.filter(pl.col("date") != day)
+    if wrong.height:
+        raise ValueError(f"lake table {CANDIDATE_MODELS!r}: {wrong.height} rows are not of the partition {day}")
+    uri, opts = lake.uri(CANDIDATE_MODELS), lake.storage_options()
+    if not lake.exists(CANDIDATE_MODELS):
+        try:
+            write_deltalake(uri, data.to_arrow(), mode="error", partition_by=["date"], storage_options=opts)
+            return DeltaTable(uri, storage_options=opts).version()
+        except Exception:  # created meanwhile by a parallel writer: replace in it as below
+            if not lake.exists(CANDIDATE_MODELS):
+                raise
+    write_deltalake(uri, data.to_arrow(), mode="overwrite", predicate=f"date = '{day.isoformat()}'",
+                    storage_options=opts, commit_properties=CommitProperties(max_commit_retries=8))  # fmt: skip
+    return DeltaTable(uri, storage_options=opts).version()
+
+
+def read_candidate_partition(cutoff) -> pl.DataFrame:
+    """The candidate rows of one model partition as written (empty with the schema when none)."""
+    from quant_assets import lake
+
+    if not lake.exists(CANDIDATE_MODELS):
+        return pl.DataFrame(schema=CANDIDATE_SCHEMA)
+    lf = pl.scan_delta(lake.uri(CANDIDATE_MODELS), storage_options=lake.storage_options())
+    df = lf.filter(pl.col("date") == cutoff.date()).collect()
+    return df.select(pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items())
