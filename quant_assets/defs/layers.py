@@ -15,6 +15,7 @@ import dagster as dg
 from quant_assets.coverage import READINESS_WINDOW_DAYS
 from quant_assets.defs.audit.assets import AUDIT_GROUP, full_history_audit, required_data_readiness
 from quant_assets.defs.audit.checks import readiness_ready
+from quant_assets.defs.backbones.assets import BACKBONES_GROUP, backbone_assets
 from quant_assets.defs.features.assets import FEATURE_GROUP, feature_assets
 from quant_assets.defs.features.checks import feature_checks
 from quant_assets.defs.maintenance.assets import MAINTENANCE_GROUP, lake_maintenance
@@ -98,6 +99,16 @@ MODELS = Layer(
     description="The Liquid chain (teacher -> student) for one training cut-off or a walk-forward of them.",
 )
 
+BACKBONES = Layer(
+    name="backbones",
+    group=BACKBONES_GROUP,
+    assets=tuple(backbone_assets),
+    checks=(),
+    partitioned=True,
+    partitions_def=model_cutoffs,
+    description="The backbone suite (window ridge, iTransformer, PatchTST, TFT) for one training cut-off.",
+)
+
 # Operations: not part of a demo or backfill run (its own weekly schedule); its check is declared
 # on the asset (check_specs), so `checks` is empty.
 MAINTENANCE = Layer(
@@ -110,7 +121,7 @@ MAINTENANCE = Layer(
     in_runs=False,
 )
 
-LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MODELS, MAINTENANCE)
+LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MODELS, BACKBONES, MAINTENANCE)
 LAYER_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
 ASSETS = [a for layer in LAYERS for a in layer.assets]
 CHECKS = [c for layer in LAYERS for c in layer.checks]
