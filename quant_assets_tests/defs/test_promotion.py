@@ -168,6 +168,11 @@ def test_without_a_candidate_row_only_the_candidate_alias_promotes(mlflow):
     change = promotion.promote(c, "ETH", "4h", who="ana", why="gates set the alias")
     assert change.champion == promotion.ModelRef("liquid_ETH_4h_teacher", "1")
     assert change.row["cutoff"] == MAR  # from the version's `partition` tag
+    write_candidates(candidate("teacher", "9", MAR))  # a passed row of a version never registered
+    with pytest.raises(
+        promotion.PromotionRefused, match="liquid_BTC_1h_teacher/9 is not in the MLflow registry"
+    ):
+        promotion.promote(c, "BTC", "1h", who="ana", why="x")
 
 
 def test_bad_symbol_or_horizon_fails_before_mlflow_or_the_lake(tmp_path):

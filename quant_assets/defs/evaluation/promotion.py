@@ -287,8 +287,7 @@ def _check_eligible(client, ref: ModelRef, row: dict | None, symbol: str, horizo
                 f"{symbol} {horizon}: {_describe(row)} did not pass its gates, not promoted. Failed: {gates}"
             )
         return
-    aliases = [a for a in (client.get_model_version(ref.name, ref.version).aliases or [])]
-    if CANDIDATE not in aliases:
+    if CANDIDATE not in (_version(client, ref).aliases or []):
         raise PromotionRefused(
             f"{symbol} {horizon}: {ref.qualified()} has no candidate_models row and no `candidate` alias: "
             f"its gates never passed, not promoted"
@@ -312,14 +311,15 @@ def promote(
     symbol, horizon = resolve_symbol(symbol), resolve_horizon(horizon)
     ref, row = select_candidate(client, symbol, horizon, kind, cutoff, version)
     _check_eligible(client, ref, row, symbol, horizon)
-    mv = client.get_model_version(ref.name, ref.version)  # raises naming it when it does not exist
+    mv = _version(client, ref)
     old = holder(client, symbol, horizon, CHAMPION)
     if old == ref:
         raise PromotionRefused(f"{symbol} {horizon}: {ref.qualified()} is already the champion")
     old_previous = holder(client, symbol, horizon, PREVIOUS)
+    if old_previous is not None and (old is not None or old_previous == ref):
+        client.delete_registered_model_alias(old_previous.name, PREVIOUS)
+        old_previous = None
     if old is not None:
-        if old_previous is not None:
-            client.delete_registered_model_alias(old_previous.name, PREVIOUS)
         client.set_registered_model_alias(old.name, PREVIOUS, old.version)
         if old.name != ref.name:  # same name: setting `champion` below moves it in one call
             client.delete_registered_model_alias(old.name, CHAMPION)
@@ -340,7 +340,7 @@ def rollback(
             f"{symbol} {horizon}: no `previous` model to roll back to (nothing was promoted over another "
             f"champion since the last rollback)"
         )
-    mv = client.get_model_version(prev.name, prev.version)
+    mv = _version(client, prev)
     current = holder(client, symbol, horizon, CHAMPION)
     if current is not None and current.name != prev.name:
         client.delete_registered_model_alias(current.name, CHAMPION)
@@ -348,6 +348,15 @@ def rollback(
     client.set_registered_model_alias(prev.name, CHAMPION, prev.version)
     out = _record(ROLLBACK, symbol, horizon, prev, current, _partition_cutoff(mv), who, why, run_id, now)
     return Change(ROLLBACK, symbol, horizon, prev, current, None, out)
+
+
+def _version(client, ref: ModelRef):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(ref.name, ref.version)
+    except MlflowException as exc:
+        raise PromotionRefused(f"{ref.qualified()} is not in the MLflow registry: {exc.message}") from exc
 
 
 def _partition_cutoff(mv) -> dt.datetime | None:
