@@ -15,6 +15,8 @@ import dagster as dg
 from quant_assets.coverage import READINESS_WINDOW_DAYS
 from quant_assets.defs.audit.assets import AUDIT_GROUP, full_history_audit, required_data_readiness
 from quant_assets.defs.audit.checks import readiness_ready
+from quant_assets.defs.evaluation.assets import EVALUATION_GROUP, candidate_models
+from quant_assets.defs.evaluation.checks import evaluation_checks
 from quant_assets.defs.backbones.assets import BACKBONES_GROUP, backbone_assets
 from quant_assets.defs.features.assets import FEATURE_GROUP, feature_assets
 from quant_assets.defs.features.checks import feature_checks
@@ -99,6 +101,17 @@ MODELS = Layer(
     description="The Liquid chain (teacher -> student) for one training cut-off or a walk-forward of them.",
 )
 
+EVALUATION = Layer(
+    name="evaluation",
+    group=EVALUATION_GROUP,
+    assets=(candidate_models,),
+    checks=tuple(evaluation_checks),
+    partitioned=True,
+    partitions_def=model_cutoffs,
+    description="candidate_models: every model of a cut-off judged by the gates (blocking checks); MLflow alias "
+    "`candidate` on the versions whose gates all passed.",
+)
+
 BACKBONES = Layer(
     name="backbones",
     group=BACKBONES_GROUP,
@@ -121,7 +134,7 @@ MAINTENANCE = Layer(
     in_runs=False,
 )
 
-LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MODELS, BACKBONES, MAINTENANCE)
+LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MODELS, EVALUATION, BACKBONES, MAINTENANCE)
 LAYER_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
 ASSETS = [a for layer in LAYERS for a in layer.assets]
 CHECKS = [c for layer in LAYERS for c in layer.checks]
