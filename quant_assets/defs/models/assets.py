@@ -447,7 +447,7 @@ def train_student_partition(
     mlflow: MlflowTracking,
     pipes: dg.PipesSubprocessClient,
 ) -> dict:
-    from quant_assets.ml.launch import preflight, torchrun_command
+    from quant_assets.deploy.k8s import launch_torchrun
     from quant_assets.ml.train_student import predict as student_predict
 
     window_ = model_cutoffs.time_window_for_partition_key(key)
@@ -469,7 +469,7 @@ def train_student_partition(
     rows = student_rows(tf.frame, oof)
     _pin(owner, {**versions, TEACHER_OOF: oof_version})
 
-    pre = preflight(cpu_procs=config.cpu_procs)
+    # TMPDIR: on Kubernetes the shared scratch claim, so a training pod can read the inputs (deploy/k8s)
     with tempfile.TemporaryDirectory(prefix="liquid_student_") as tmp:
         inputs, out_dir, cfg_path = (
             Path(tmp) / "inputs.parquet",
@@ -486,12 +486,11 @@ def train_student_partition(
             "eval_every": config.eval_every, "seed": config.seed, "threads": config.threads,
         }  # fmt: skip
         cfg_path.write_text(json.dumps(student_cfg, indent=1))
-        launch = torchrun_command("quant_assets.pipes_entries.student", ["--config", str(cfg_path)], pre.nproc,
-                                  threads=config.threads)  # fmt: skip
-        if launch.note:
-            context.log.warning(launch.note)
-        context.log.info(f"{STUDENT} {key}: {rows.height:,} rows, torchrun {pre.nproc} x {pre.backend}")
-        reported = pipes.run(command=launch.command, context=context, env=launch.env).get_materialize_result()
+        context.log.info(f"{STUDENT} {key}: {rows.height:,} rows")
+        # a subprocess here, or a GPU pod when the deployment says so (QUANT_ASSETS_TRAINING_BACKEND=k8s)
+        invocation, launched = launch_torchrun(context, pipes, "quant_assets.pipes_entries.student", str(cfg_path),
+                                               cpu_procs=config.cpu_procs, threads=config.threads, partition_key=key)  # fmt: skip
+        reported = invocation.get_materialize_result()
         manifest = json.loads((out_dir / "student.json").read_text())
 
         # --- month M: every row, with its 96-step lead-in from before the cut-off (inputs, not labels)
@@ -516,7 +515,7 @@ def train_student_partition(
         run = _start_model_run(
             context, mlflow, STUDENT, key, cutoff, window, rows.height, {**versions, TEACHER_OOF: oof_version},
             params={**{f"student.{k}": v for k, v in student_cfg.items() if k not in ("inputs", "out_dir")},
-                    **{f"launch.{k}": v for k, v in pre.metadata().items()}},
+                    **{f"launch.{k}": v for k, v in launched.items()}},
             tags={"teacher_run": teacher_meta.get("mlflow_run_id", "")},
         )  # fmt: skip
         ok = False
@@ -567,7 +566,7 @@ def train_student_partition(
         "rows_with_teacher": dg.MetadataValue.json(
             {h: rows[f"teacher_{h}"].is_not_null().sum() for h in HORIZONS}
         ),
-        "launch": dg.MetadataValue.json({**pre.metadata(), "netns": launch.netns}),
+        "launch": dg.MetadataValue.json(launched),
         "table_versions": dg.MetadataValue.json({**versions, TEACHER_OOF: oof_version}),
         "pinned_as": owner,
         "oos_ic": markdown_table(table, max_rows=60) if table.height else "no labelled rows in the month yet",
