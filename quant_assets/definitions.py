@@ -7,6 +7,7 @@ from quant_assets.defs.features.automation import automation_sensor
 from quant_assets.defs.layers import ASSETS, CHECKS, JOBS
 from quant_assets.defs.maintenance.automation import weekly_lake_maintenance
 from quant_assets.defs.raw.automation import daily_audits, daily_running_month
+from quant_assets.deploy.k8s import executor as deploy_executor
 from quant_assets.resources import default_resources
 
 __all__ = ["ASSETS", "CHECKS", "defs"]
@@ -19,7 +20,7 @@ defs = dg.Definitions(
     sensors=[automation_sensor],
     resources=default_resources(),
     # In-process: on a 2-core box the multiprocess executor costs ~6 s per run in process
-    # start-up and gives nothing back (each step is already vectorised). Deployments that
-    # want isolation set the executor in run config.
-    executor=dg.in_process_executor,
+    # start-up and gives nothing back (each step is already vectorised). On Kubernetes,
+    # QUANT_ASSETS_EXECUTOR=k8s (deploy/k8s) runs each step as a pod (k8s_job_executor).
+    executor=deploy_executor(),
 )
