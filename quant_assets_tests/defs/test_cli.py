@@ -12,7 +12,7 @@ import pytest
 
 from quant_assets import instance, lake
 from quant_assets.cli import main, run_layer
-from quant_assets.defs.evaluation.tables import CANDIDATE_MODELS, CANDIDATE_SCHEMA
+from quant_assets.defs.evaluation.tables import CANDIDATE_SCHEMA, replace_candidates
 from quant_assets.defs.layers import AUDIT, RAW
 from quant_assets.defs.models.tables import MODEL_PREDICTIONS, replace_partition
 from quant_assets.defs.models.tracking import MlflowTracking
@@ -113,7 +113,8 @@ def small_lake() -> None:
         replace_partition(MODEL_PREDICTIONS, cutoff, ["liquid_teacher"], preds)
     cands = pl.DataFrame([candidate_row("1", FEB, failed=True), candidate_row("2", MAR, failed=False)],
                          schema=CANDIDATE_SCHEMA)  # fmt: skip
-    lake.write_window(CANDIDATE_MODELS, cands, "2024-02-01", "2024-04-01")
+    for cutoff in (FEB, MAR):  # as the candidate_models asset writes them: one replace per cut-off
+        replace_candidates(cutoff, cands.filter(pl.col("cutoff") == cutoff))
     pnl = pl.DataFrame({"date": [*days, days[-1]], "model": ["liquid_teacher"] * 3 + [None],
                         "symbol": ["BTCUSDT"] * 3 + ["ETHUSDT"], "horizon": "1h",
                         "status": ["trading"] * 3 + ["no champion"], "pnl": [12.5, -2.0, 4.25, 0.0]})  # fmt: skip

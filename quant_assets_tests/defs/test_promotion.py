@@ -17,7 +17,7 @@ import pytest
 from quant_assets import lake
 from quant_assets.defs.evaluation import promotion
 from quant_assets.defs.evaluation.jobs import promote_model, rollback_model
-from quant_assets.defs.evaluation.tables import CANDIDATE_MODELS, CANDIDATE_SCHEMA, PROMOTIONS
+from quant_assets.defs.evaluation.tables import CANDIDATE_SCHEMA, PROMOTIONS, replace_candidates
 from quant_assets.defs.models.tracking import MlflowTracking
 
 FEB, MAR = dt.datetime(2024, 2, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
@@ -64,8 +64,10 @@ def candidate(kind: str, version: str, cutoff: dt.datetime, failed: tuple[str, .
 
 
 def write_candidates(*rows: dict) -> None:
+    """As the candidate_models asset writes them: one replace per model partition (cut-off)."""
     df = pl.DataFrame(list(rows), schema=CANDIDATE_SCHEMA)
-    lake.write_window(CANDIDATE_MODELS, df, df["date"].min(), df["date"].max() + dt.timedelta(days=1))
+    for (cutoff,), part in df.group_by("cutoff"):
+        replace_candidates(cutoff, part)
 
 
 def aliases(mlflow: MlflowTracking, name: str) -> dict[str, str]:
