@@ -116,3 +116,29 @@ def test_secrets_come_from_the_environment_only(rendered):
                 if "PASSWORD" in line and "=" in line and not line.lstrip().startswith("#"):
                     value = line.split("=", 1)[1].strip()
                     assert value in ("CHANGE-ME", "") or "$" in value or "{" in value, f"{path}: {line}"
+
+
+def test_dockerfile_installs_the_pinned_torch_and_copies_only_what_exists():
+    """No image is built here (no engine): the Dockerfile's torch pin is pyproject's, every COPY
+    source exists in the build context (the repo root) and is let through the .dockerignore."""
+    import re
+    import tomllib
+
+    text = (DOCKER / "Dockerfile").read_text()
+    deps = tomllib.loads((DOCKER.parent / "pyproject.toml").read_text())["project"]["dependencies"]
+    torch = re.search(r"^ARG TORCH_VERSION=(\S+)$", text, re.M).group(1)
+    assert f"torch=={torch}" in deps
+    assert re.search(r"^ARG TORCH_INDEX_URL=\S+/whl/cpu$", text, re.M)  # CPU unless told otherwise
+    allowed = (DOCKER / "Dockerfile.dockerignore").read_text()
+    sources = [s for line in re.findall(r"^COPY (.+)$", text, re.M) for s in line.split()[:-1]]
+    assert sources == [
+        "pyproject.toml",
+        "README.md",
+        "quant_assets",
+        "docker/dagster.yaml",
+        "docker/workspace.yaml",
+    ]
+    for src in sources:
+        assert (DOCKER.parent / src).exists(), src
+        assert f"!{src}" in allowed, src
+    assert '".[deploy]"' in text  # the extra with the run launchers, not dev
