@@ -10,7 +10,14 @@ from quant_assets import lake
 from quant_assets.backtest.inputs import MATRIX_TABLE
 from quant_assets.defs.operations.assets import paper_trading
 from quant_assets.defs.operations.champions import find_champions
-from quant_assets.defs.operations.checks import confidence_calibration, prediction_drift
+from quant_assets.defs.operations.checks import (
+    CalibrationCheckConfig,
+    DriftCheckConfig,
+    calibration_result,
+    confidence_calibration,
+    drift_result,
+    prediction_drift,
+)
 from quant_assets.defs.operations.monitoring import monitoring
 from quant_assets.defs.operations.reference import confidence_map, oof_reference
 from quant_assets.defs.operations.tables import PAPER_MARKS, PAPER_MONITORING
@@ -36,17 +43,37 @@ def trade(mlflow, day):
     dg.materialize([paper_trading], partition_key=day, resources={"mlflow": mlflow})
 
 
-def watch(mlflow, day, window_days=1, psi_max=0.25, ece_max=0.1, min_rows=200):
-    run_config = {"ops": {
-        "monitoring": {"config": {"window_days": window_days}},
+def check_config(psi_max=0.25, ece_max=0.1, min_rows=200) -> dict:
+    return {
         "monitoring_prediction_drift": {"config": {"psi_max": psi_max}},
         "monitoring_confidence_calibration": {"config": {"ece_max": ece_max, "min_rows": min_rows}},
-    }}  # fmt: skip
+    }
+
+
+def evaluations(res) -> dict:
+    return {e.check_name: e for e in res.get_asset_check_evaluations()}
+
+
+def watch(mlflow, day, window_days=1, **thresholds):
+    run_config = {
+        "ops": {"monitoring": {"config": {"window_days": window_days}}, **check_config(**thresholds)}
+    }
     res = dg.materialize(ALL, selection=[monitoring, prediction_drift, confidence_calibration], partition_key=day,
                          resources={"mlflow": mlflow}, run_config=run_config)  # fmt: skip
     [ev] = res.get_asset_materialization_events()
-    checks = {e.check_name: e for e in res.get_asset_check_evaluations()}
-    return {k: v.value for k, v in ev.materialization.metadata.items()}, checks
+    return {k: v.value for k, v in ev.materialization.metadata.items()}, evaluations(res)
+
+
+def judge(day, psi_max=0.25, ece_max=0.1, min_rows=200) -> dict:
+    """The checks' verdicts on the day's paper_monitoring rows with other thresholds (no new run)."""
+    d = dt.date.fromisoformat(day)
+    rows = lake.read(PAPER_MONITORING, d, d + dt.timedelta(days=1))
+    return {
+        "prediction_drift": drift_result(rows, DriftCheckConfig(psi_max=psi_max)),
+        "confidence_calibration": calibration_result(
+            rows, CalibrationCheckConfig(ece_max=ece_max, min_rows=min_rows)
+        ),
+    }
 
 
 def row(day) -> dict:
@@ -58,11 +85,9 @@ def row(day) -> dict:
 def test_only_returns_known_by_the_days_end_are_evaluated(mlflow):
     trade(mlflow, D1)
     trade(mlflow, D2)
-    watch(mlflow, D1)
-    # 1h: known at ts + 5m + 1h <= 2024-03-02 00:00, i.e. bars 00:00 .. 22:55 of D1: 23 * 12 = 276
-    assert row(D1)["n_known"] == 276
     meta, _ = watch(mlflow, D2, window_days=2)
     r = row(D2)
+    # 1h: known at ts + 5m + 1h <= 2024-03-03 00:00: all of D1, and D2's bars 00:00 .. 22:55 (23 * 12)
     assert r["n_known"] == 288 + 276 and r["n_calibration"] == 288 + 276
     assert r["ic"] > 0.3 and r["hit_rate"] > 0.6  # the planted signal, seen in the paper predictions
     # ECE recomputed from the lake by hand: the window's known rows against the out-of-fold map
@@ -84,16 +109,17 @@ def test_checks_follow_their_thresholds(mlflow):
     trade(mlflow, D1)
     _, checks = watch(mlflow, D1)
     r = row(D1)
+    assert r["n_known"] == 276  # D1's bars 00:00 .. 22:55: the last hour's returns end after the day
     assert set(eval(r["feature_psi"])) == set(FEATURES)  # top features of the teacher's gain
     # D1 is drawn like the training window: no drift at the usual 0.25
     assert max(r["prediction_psi"], r["feature_psi_max"]) < 0.25 and checks["prediction_drift"].passed
-    _, strict = watch(mlflow, D1, psi_max=1e-6, ece_max=0.0, min_rows=10)
+    strict = judge(D1, psi_max=1e-6, ece_max=0.0, min_rows=10)
     assert not strict["prediction_drift"].passed and not strict["confidence_calibration"].passed
     assert strict["prediction_drift"].metadata["drifted"].value == ["BTCUSDT 1h"]
-    _, lax = watch(mlflow, D1, psi_max=100.0, ece_max=1.0, min_rows=10)
+    lax = judge(D1, psi_max=100.0, ece_max=1.0, min_rows=10)
     assert lax["prediction_drift"].passed and lax["confidence_calibration"].passed
     # too few known rows: not judged however large the error
-    _, few = watch(mlflow, D1, ece_max=0.0, min_rows=10_000)
+    few = judge(D1, ece_max=0.0, min_rows=10_000)
     assert (
         few["confidence_calibration"].passed and few["confidence_calibration"].metadata["judged"].value == 0
     )

@@ -39,7 +39,11 @@ def _rows(context: dg.AssetCheckExecutionContext) -> pl.DataFrame:
     "psi_max: the model now sees a market unlike the one it learned; retrain it early.",
 )
 def prediction_drift(context: dg.AssetCheckExecutionContext, config: DriftCheckConfig) -> dg.AssetCheckResult:
-    rows = _rows(context)
+    return drift_result(_rows(context), config)
+
+
+def drift_result(rows: pl.DataFrame, config: DriftCheckConfig) -> dg.AssetCheckResult:
+    """The drift verdict on one day's paper_monitoring rows."""
     if rows.height == 0:
         return dg.AssetCheckResult(
             passed=True, metadata={"books": 0, "note": "no champion traded: nothing to judge"}
@@ -79,7 +83,11 @@ def prediction_drift(context: dg.AssetCheckExecutionContext, config: DriftCheckC
 def confidence_calibration(
     context: dg.AssetCheckExecutionContext, config: CalibrationCheckConfig
 ) -> dg.AssetCheckResult:
-    rows = _rows(context)
+    return calibration_result(_rows(context), config)
+
+
+def calibration_result(rows: pl.DataFrame, config: CalibrationCheckConfig) -> dg.AssetCheckResult:
+    """The calibration verdict on one day's paper_monitoring rows."""
     if rows.height == 0:
         return dg.AssetCheckResult(
             passed=True, metadata={"books": 0, "note": "no champion traded: nothing to judge"}
