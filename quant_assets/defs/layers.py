@@ -8,6 +8,7 @@ operations) is one more line here.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -22,9 +23,13 @@ from quant_assets.defs.features.assets import FEATURE_GROUP, feature_assets
 from quant_assets.defs.features.checks import feature_checks
 from quant_assets.defs.maintenance.assets import MAINTENANCE_GROUP, lake_maintenance
 from quant_assets.defs.models.assets import MODELS_GROUP, model_assets
+from quant_assets.defs.operations.assets import OPERATIONS_GROUP, paper_trading
+from quant_assets.defs.operations.checks import operations_checks
+from quant_assets.defs.operations.monitoring import monitoring
 from quant_assets.defs.raw.assets import RAW_GROUP, raw_tables
 from quant_assets.defs.raw.checks import raw_checks
-from quant_assets.partitions import model_cutoffs
+from quant_assets.partitions import daily, model_cutoffs
+from quant_assets.periods import next_month
 
 
 @dataclass(frozen=True)
@@ -60,10 +65,13 @@ class Layer:
             return None
         if self.partitions_def is None:
             return first_key, last_key
-        keys = [k for k in self.partitions_def.get_partition_keys() if first_key <= k <= last_key]
+        # keys inside the months [first_key, last_key]: cut-offs one a month, days (operations) each day
+        end = next_month(dt.date.fromisoformat(last_key)).isoformat()
+        keys = [k for k in self.partitions_def.get_partition_keys() if first_key <= k < end]
         if not keys:
             return None
-        return (keys[0] if walk_forward else keys[-1]), keys[-1]
+        # not walk_forward (a demo): the last month's partitions only (its cut-off, or its days)
+        return (keys[0] if walk_forward else min(k for k in keys if k >= last_key[:7])), keys[-1]
 
 
 RAW = Layer(
@@ -122,6 +130,20 @@ BACKBONES = Layer(
     description="The backbone suite (window ridge, iTransformer, PatchTST, TFT) for one training cut-off.",
 )
 
+# Paper trading and monitoring of the champions, one UTC day per partition. Not in demo/backfill runs
+# yet (automation decides when they run); `run_range` gives a run's days (the last month's in a demo).
+OPERATIONS = Layer(
+    name="operations",
+    group=OPERATIONS_GROUP,
+    assets=(paper_trading, monitoring),
+    checks=tuple(operations_checks),
+    partitioned=True,
+    partitions_def=daily,
+    description="paper_trading (the champions' orders, fills, positions and PnL of the day, carried in the lake) "
+    "and monitoring (performance, drift, calibration, PnL by score bucket; drift and calibration checks).",
+    in_runs=False,
+)
+
 # Operations: not part of a demo or backfill run (its own weekly schedule); its check is declared
 # on the asset (check_specs), so `checks` is empty.
 MAINTENANCE = Layer(
@@ -134,7 +156,9 @@ MAINTENANCE = Layer(
     in_runs=False,
 )
 
-LAYERS: tuple[Layer, ...] = (RAW, FEATURES, AUDIT, MODELS, EVALUATION, BACKBONES, MAINTENANCE)
+LAYERS: tuple[Layer, ...] = (
+    RAW, FEATURES, AUDIT, MODELS, EVALUATION, BACKBONES, OPERATIONS, MAINTENANCE
+)  # fmt: skip
 LAYER_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
 ASSETS = [a for layer in LAYERS for a in layer.assets]
 CHECKS = [c for layer in LAYERS for c in layer.checks]
