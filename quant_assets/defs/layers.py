@@ -28,6 +28,7 @@ from quant_assets.defs.operations.checks import operations_checks
 from quant_assets.defs.operations.monitoring import monitoring
 from quant_assets.defs.raw.assets import RAW_GROUP, raw_tables
 from quant_assets.defs.raw.checks import raw_checks
+from quant_assets.defs.research.assets import RESEARCH_GROUP, research_assets
 from quant_assets.partitions import daily, model_cutoffs
 from quant_assets.periods import next_month
 
@@ -130,6 +131,16 @@ BACKBONES = Layer(
     description="The backbone suite (window ridge, iTransformer, PatchTST, TFT) for one training cut-off.",
 )
 
+RESEARCH = Layer(
+    name="research",
+    group=RESEARCH_GROUP,
+    assets=tuple(research_assets),
+    checks=(),  # multimodal_text_helps is declared on multimodal_eval (check_specs)
+    partitioned=True,
+    partitions_def=model_cutoffs,
+    description="The research chains (vc_model, multimodal candidates and their OOS ablations) for one cut-off.",
+)
+
 # Paper trading and monitoring of the champions, one UTC day per partition. Not in demo/backfill runs
 # yet (automation decides when they run); `run_range` gives a run's days (the last month's in a demo).
 OPERATIONS = Layer(
@@ -157,7 +168,7 @@ MAINTENANCE = Layer(
 )
 
 LAYERS: tuple[Layer, ...] = (
-    RAW, FEATURES, AUDIT, MODELS, EVALUATION, BACKBONES, OPERATIONS, MAINTENANCE
+    RAW, FEATURES, AUDIT, MODELS, EVALUATION, BACKBONES, RESEARCH, OPERATIONS, MAINTENANCE
 )  # fmt: skip
 LAYER_BY_NAME: dict[str, Layer] = {layer.name: layer for layer in LAYERS}
 ASSETS = [a for layer in LAYERS for a in layer.assets]
