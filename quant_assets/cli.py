@@ -39,7 +39,7 @@ from dagster._core.storage.tags import (  # noqa: E402
 )
 from deltalake.exceptions import DeltaError  # noqa: E402
 
-from quant_assets import coverage, lake  # noqa: E402
+from quant_assets import coverage, lake, safe_inputs  # noqa: E402
 from quant_assets.definitions import defs  # noqa: E402
 from quant_assets.defs.audit.assets import AUDIT_GROUP  # noqa: E402
 from quant_assets.defs.evaluation import promotion  # noqa: E402
@@ -576,6 +576,19 @@ def main(argv: list[str] | None = None) -> int:
     prom.add_argument("--cutoff", help="model partition, e.g. 2026-12-01 (default: the latest)")
     prom.add_argument("--version", help="registered model version (default: the selected candidate's)")
     args = parser.parse_args(argv)
+    # months checked before anything runs: '2024-06' means 2024-06-01, a typo fails here naming it
+    # (compared as strings, a bad key would have silently selected no month, or every one)
+    try:
+        if args.command == "backfill":
+            keys = monthly.get_partition_keys()
+            args.start = safe_inputs.month_key(args.start, keys)
+            args.end = safe_inputs.month_key(args.end, keys) if args.end else None
+            if args.end and args.end < args.start:
+                raise ValueError(f"--end {args.end} is before --start {args.start}")
+        if args.command == "demo" and args.months < 1:
+            raise ValueError(f"--months {args.months}: at least 1")
+    except ValueError as exc:
+        parser.error(str(exc))
 
     os.environ.setdefault("DAGSTER_HOME", str(prepare_home()))
     if args.command == "summary":

@@ -37,6 +37,7 @@ import polars.selectors as cs
 from deltalake import CommitProperties, DeltaTable, PostCommitHookProperties
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
+from quant_assets import safe_inputs
 from quant_assets.periods import month_keys as _months
 from quant_assets.periods import next_month
 
@@ -53,6 +54,9 @@ def storage_options() -> dict[str, str] | None:
 
 
 def uri(table: str) -> str:
+    """Where `table` lives; every read and write goes through here, so a table name that could climb out
+    of the root (`../x`, `a/b`) or be more than an identifier is rejected here, naming it."""
+    safe_inputs.table_name(table)
     base = root()
     return f"{base.rstrip('/')}/{table}" if "://" in base else os.path.join(os.path.abspath(base), table)
 
@@ -437,7 +441,10 @@ def tables() -> list[str]:
     names = [
         info.base_name
         for info in fs.get_file_info_selector(FileSelector("", allow_not_found=True, recursive=False))
-        if info.type == FileType.Directory and not info.base_name.startswith(("_", "."))
+        if info.type == FileType.Directory
+        and not info.base_name.startswith(("_", "."))
+        # a directory someone made by hand under another name is not one of the lake's tables
+        and safe_inputs.TABLE_NAME.fullmatch(info.base_name)
     ]
     return sorted(n for n in names if _table_or_none(n) is not None)
 

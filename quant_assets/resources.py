@@ -9,6 +9,7 @@ import dagster as dg
 from quant_assets.sources.base import MarketSource
 
 SOURCE_KINDS = ("synthetic", "binance")
+MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 
 
 class MarketDataSource(dg.ConfigurableResource):
@@ -60,5 +61,11 @@ class MarketDataSource(dg.ConfigurableResource):
 def default_resources() -> dict:
     from quant_assets.defs.models.tracking import MlflowTracking
 
-    # mlflow: the tracking store and registry; pipes: launches the student's torchrun
-    return {"source": MarketDataSource(), "mlflow": MlflowTracking(), "pipes": dg.PipesSubprocessClient()}
+    # mlflow: the tracking store and registry; pipes: launches the student's torchrun. A tracking URI
+    # may carry a password: it stays an EnvVar, resolved at run time, never a literal in the config.
+    mlflow = (
+        MlflowTracking(tracking_uri=dg.EnvVar(MLFLOW_URI_ENV))
+        if os.environ.get(MLFLOW_URI_ENV)
+        else MlflowTracking()
+    )
+    return {"source": MarketDataSource(), "mlflow": mlflow, "pipes": dg.PipesSubprocessClient()}

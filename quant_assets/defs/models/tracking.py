@@ -22,6 +22,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from quant_assets import safe_inputs
+
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 QUOTE = "USDT"
 
@@ -32,6 +34,10 @@ def coin_name(symbol: str) -> str:
 
 
 def registered_name(kind: str, symbol: str, horizon: str) -> str:
+    """The registry name; its parts are checked first, as they also go into the registry's search filters."""
+    safe_inputs.model_kind(kind)
+    safe_inputs.symbol_syntax(symbol)
+    safe_inputs.horizon(horizon)
     return f"liquid_{coin_name(symbol)}_{horizon}_{kind}"
 
 
@@ -121,6 +127,10 @@ class MlflowTracking(dg.ConfigurableResource):
     `tracking_uri` unset: MLFLOW_TRACKING_URI, else the embedded SQLite store under the project
     (`artifact_root` then defaults to `.mlflow/artifacts` beside it). `ui_url` builds run links for
     the materialisation metadata (`make mlflow` serves the embedded store there).
+
+    A server URI may carry a password (`postgresql://user:secret@host/db`): give it as
+    `dg.EnvVar("MLFLOW_TRACKING_URI")` (default_resources does when the variable is set), so the
+    value stays in the environment and the UI shows only the variable's name.
     """
 
     tracking_uri: str | None = None
@@ -129,7 +139,10 @@ class MlflowTracking(dg.ConfigurableResource):
     ui_url: str = "http://127.0.0.1:5000"
 
     def resolved_uri(self) -> str:
-        uri = self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        uri = self.tracking_uri
+        if isinstance(uri, dg.EnvVar):  # used outside a run (the CLI): Dagster resolves it only at run time
+            uri = uri.get_value()
+        uri = uri or os.environ.get("MLFLOW_TRACKING_URI")
         if uri:
             return uri
         return f"sqlite:///{PROJECT_ROOT / '.mlflow' / 'mlflow.db'}"
