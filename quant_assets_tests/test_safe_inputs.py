@@ -134,3 +134,18 @@ def test_every_server_the_makefile_starts_binds_127_0_0_1():
         assert re.search(r"(-h|--host)[ =]127\.0\.0\.1\b", ln), (
             f"Makefile server not on 127.0.0.1: {ln.strip()}"
         )
+
+
+def test_a_maintenance_run_naming_a_path_for_a_table_fails_naming_it_and_touches_nothing(isolated_lake):
+    from quant_assets.defs.maintenance.assets import lake_maintenance
+
+    lake.write_window("market_bars", BARS, "2024-03-01", "2024-04-01")
+    outside = isolated_lake.parent / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("not the lake's")
+    config = {"ops": {"lake_maintenance": {"config": {"tables": ["market_bars", "../outside"]}}}}
+    res = dg.materialize([lake_maintenance], run_config=config, raise_on_error=False)
+    assert not res.success
+    [failure] = [e for e in res.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert "lake table name '../outside' is not allowed" in failure.step_failure_data.error.cause.message
+    assert (outside / "keep.txt").read_text() == "not the lake's"
