@@ -4,11 +4,10 @@
   bins: sum((a - e) * ln(a / e)) over bins with shares e (reference) and a (sample), each floored at
   `PSI_FLOOR` so an empty bin is finite. 0 for identical distributions; the usual reading is < 0.1
   stable, 0.1-0.25 moderate, > 0.25 a shift.
-- `ConfidenceMap`: P(sign correct) as a function of |prediction|, fitted on the model's out-of-fold
-  predictions of its training window (quantile buckets of |prediction|, the hit rate in each). It is
-  the `confidence` paper trading compares with the candidate's `confidence_min`, and what the
-  reliability curve checks: `reliability` buckets rows by the map's buckets and compares the mean
-  confidence with the realised hit rate; `ece` is their gap weighted by rows.
+- `ConfidenceMap`: P(sign correct) as a function of |prediction|, fitted on the model's OOS
+  predictions (quantile buckets of |prediction|, the hit rate in each): how sure a prediction of that
+  size was. `reliability` buckets new rows by the map's buckets and compares that confidence with
+  their realised hit rate; `ece` is the gap weighted by rows.
 - `performance`: IC and hit rate of predictions against realised returns (`validation.metrics`).
 
 Time rule: every function takes what it is given; the caller passes only rows whose realised return is

@@ -1,7 +1,8 @@
-"""A small world for the operations layer: one coin's feature_matrix_main (Feb - early Mar 2024) in a
-real Delta lake, a LightGBM teacher trained on February registered in a real SQLite MLflow store under
-the alias `champion`, and its out-of-fold record in teacher_oof. Built once per test module; each test
-copies it (`copy_env`)."""
+"""A small world for the operations layer: one coin's feature_matrix_main (Jan - early Mar 2024) in a
+real Delta lake; a LightGBM teacher of model partition February (trained on Jan 1-20), registered in a
+real SQLite MLflow store under the alias `champion` with thresholds calibrated by the gates' own rule
+on its OOS record (teacher_oof: Jan 21-31; model_predictions: February). It trades from March 1.
+Built once per test session; each test copies it (`copy_env`)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import pytest
 
 from quant_assets import lake
 from quant_assets.backtest.inputs import MATRIX_TABLE
-from quant_assets.defs.models.tables import TEACHER_OOF, replace_partition
+from quant_assets.defs.models.tables import MODEL_PREDICTIONS, TEACHER_OOF, replace_partition
 from quant_assets.defs.models.tracking import MlflowTracking, registered_name
+from quant_assets.gates.calibration import calibrate_entry
 from quant_assets.ml.teacher import RidgeModel, TeacherFit, save_fit
 
-SYMBOL, HORIZON, PARTITION = "BTCUSDT", "1h", "2024-03-01"
-CUTOFF = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
-FIRST, LAST = dt.date(2024, 2, 1), dt.date(2024, 3, 6)  # matrix rows [FIRST, LAST)
+SYMBOL, HORIZON, PARTITION = "BTCUSDT", "1h", "2024-02-01"
+CUTOFF = dt.datetime(2024, 2, 1, tzinfo=dt.UTC)
+FIRST, LAST = dt.date(2024, 1, 1), dt.date(2024, 3, 6)  # matrix rows [FIRST, LAST)
 FEATURES = ("ret_1", "ret_3", "ret_12")
 NAME = registered_name("teacher", SYMBOL, HORIZON)
 
@@ -35,7 +37,7 @@ def matrix(seed: int = 0) -> pl.DataFrame:
     """5m rows of one coin; ret_1 carries a planted signal about the next hour, the rest is noise."""
     rng = np.random.default_rng(seed)
     n = (LAST - FIRST).days * 288
-    ts = pl.datetime_range(dt.datetime(2024, 2, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 6, tzinfo=dt.UTC),
+    ts = pl.datetime_range(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 6, tzinfo=dt.UTC),
                            "5m", closed="left", time_unit="ms", eager=True)  # fmt: skip
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
     df = pl.DataFrame({"symbol": SYMBOL, "ts": ts, "close": close, "cost_depth_notional": 2e6})
@@ -93,16 +95,27 @@ def build(d: Path, mp: pytest.MonkeyPatch) -> dict:
     fit, oof = fit_teacher(df)
     replace_partition(TEACHER_OOF, CUTOFF, ["liquid_teacher"], oof.with_columns(
         cutoff=pl.lit(CUTOFF), model=pl.lit("liquid_teacher")))  # fmt: skip
-    entry = float(np.quantile(np.abs(oof["teacher_oof"].to_numpy()), 0.8))
+    month = df.filter((pl.col("ts") >= CUTOFF) & (pl.col("ts") < dt.datetime(2024, 3, 1, tzinfo=dt.UTC)))
+    preds = month.select("symbol", "ts", "date").with_columns(
+        prediction=pl.Series(fit.booster.predict(month.select(FEATURES).to_numpy())), horizon=pl.lit(HORIZON),
+        model=pl.lit("liquid_teacher"), version=pl.lit("run"), cutoff=pl.lit(CUTOFF))  # fmt: skip
+    replace_partition(MODEL_PREDICTIONS, CUTOFF, ["liquid_teacher"], preds)
+    # the gates' calibration on the same OOS rows paper trading reads back as its reference
+    oos = pl.concat(
+        [oof.select("ts", pl.col("teacher_oof").alias("prediction")), preds.select("ts", "prediction")]
+    )
+    cal = calibrate_entry(oos.join(df.select("symbol", "ts", "close", "cost_depth_notional"), on="ts"), HORIZON,
+                          (0.0, 0.5, 0.75, 0.9))  # fmt: skip
+    entry, conf = cal.threshold, cal.quantile
     mlflow = tracking(d)
     run = mlflow.start_run(f"liquid_teacher {PARTITION}", tags={"partition": PARTITION})
     save_fit(fit, d / "fit")
     run.log_artifacts(d / "fit", "teacher/BTC_1h")
     version = run.register("teacher", SYMBOL, HORIZON, "teacher/BTC_1h", PARTITION,
-                           tags={"entry_threshold": repr(entry), "confidence_min": "0.0"})  # fmt: skip
+                           tags={"entry_threshold": repr(entry), "confidence_min": repr(conf)})  # fmt: skip
     run.end()
     mlflow.client().set_registered_model_alias(NAME, "champion", version)
-    return {"entry_threshold": entry, "version": version}
+    return {"entry_threshold": entry, "confidence_min": conf, "version": version}
 
 
 _BUILT: dict[str, tuple[Path, dict]] = {}

@@ -19,7 +19,7 @@ from quant_assets.defs.operations.checks import (
     prediction_drift,
 )
 from quant_assets.defs.operations.monitoring import monitoring
-from quant_assets.defs.operations.reference import confidence_map, oof_reference
+from quant_assets.defs.operations.reference import confidence_map, oos_reference
 from quant_assets.defs.operations.tables import PAPER_MARKS, PAPER_MONITORING
 from quant_assets.paper.monitor import ece, reliability
 from quant_assets_tests.defs import paper_env
@@ -92,7 +92,7 @@ def test_only_returns_known_by_the_days_end_are_evaluated(mlflow):
     assert r["ic"] > 0.3 and r["hit_rate"] > 0.6  # the planted signal, seen in the paper predictions
     # ECE recomputed from the lake by hand: the window's known rows against the out-of-fold map
     [c] = find_champions(mlflow)
-    cmap = confidence_map(oof_reference(c), 5)
+    cmap = confidence_map(oos_reference(c), 5)
     marks = lake.read(PAPER_MARKS).sort("ts")
     fwd = lake.read(MATRIX_TABLE, D1, "2024-03-03").select("ts", "fwd_ret_1h")
     known = marks.join(fwd, on="ts").filter(pl.col("ts") <= dt.datetime(2024, 3, 2, 22, 55, tzinfo=dt.UTC))

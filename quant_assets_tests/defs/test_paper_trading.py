@@ -71,8 +71,11 @@ def test_two_days_carry_the_position_and_equal_one_backtest_of_both(mlflow, base
     # the same scores backtested over both days from flat: every bar's PnL and the total agree
     marks = lake.read(PAPER_MARKS).sort("ts")
     bars = lake.read(MATRIX_TABLE, D1, D3).sort("ts").select("symbol", "ts", "close", "cost_depth_notional")
-    frame = bars.join(marks.select("ts", "score"), on="ts")
-    cfg = BacktestConfig.for_horizon(HORIZON, threshold=base[1]["entry_threshold"])
+    frame = bars.join(marks.select("ts", "score", "confidence"), on="ts")
+    assert 0 < base[1]["confidence_min"] < 1 and frame["confidence"].is_not_null().all()
+    cfg = BacktestConfig.for_horizon(
+        HORIZON, threshold=base[1]["entry_threshold"], min_confidence=base[1]["confidence_min"]
+    )
     whole = run_backtest(frame, cfg)
     assert marks["pnl"].to_numpy() == pytest.approx(whole.pnl, abs=1e-9)
     assert pnl["cum_pnl"][1] == pytest.approx(whole.metrics["total_pnl"])
@@ -120,7 +123,7 @@ def test_a_gap_after_a_day_with_positions_fails_and_names_the_days(mlflow):
 
 def test_a_stale_champion_stops_trading_and_says_so(mlflow, base):
     trade(mlflow, D1)
-    # the same model, as if its cut-off were December: fresh until 2024-02-14 (45 days after January 1)
+    # the same model, as if its cut-off were December: fresh until 2024-02-14 (45 days after January's start)
     mlflow.client().set_model_version_tag(NAME, base[1]["version"], "partition", "2023-12-01")
     m = meta(trade(mlflow, D2))
     assert m["trading"] == 0
@@ -157,3 +160,12 @@ def test_rows_after_the_day_do_not_change_the_day(mlflow):
     trade(mlflow, D1)
     for t in TABLES:
         assert day_rows(t, D1).equals(before[t]), t
+
+
+def test_a_champion_does_not_trade_its_own_evaluation_month(mlflow, base):
+    # partition March: trained up to March 1, thresholds calibrated on March's predictions -> from April 1
+    mlflow.client().set_model_version_tag(NAME, base[1]["version"], "partition", "2024-03-01")
+    m = meta(trade(mlflow, D1))
+    assert m["trading"] == 0
+    assert "not before 2024-04-01" in m["champion_status"][f"{SYMBOL} {HORIZON}"]
+    assert day_rows(PAPER_ORDERS, D1).height == 0 and day_rows(PAPER_MARKS, D1)["score"].is_null().all()

@@ -7,7 +7,8 @@ minimum confidence calibrated for the candidate and stored with the model versio
 
 Time rule: day D reads feature rows with ts in [D 00:00, D+1 00:00) UTC - a student also its
 look-back window, rows before D - and funding settlements published before D's end; nothing after D's
-end. A champion whose cut-off is after D is not used on D (its training saw labels after D).
+end. A champion of partition M trades from the end of month M on: its training saw labels up to M's
+start, and its thresholds were calibrated on its OOS predictions of month M (`reference`).
 
 State: the books start from day D-1's `paper_positions` rows in the lake, never from memory, so a
 run after a crash continues from what the last committed day wrote. Re-materialising D replaces D's
@@ -19,9 +20,9 @@ before D is older than D-1:
 Re-materialising D after D+1 was traded leaves D+1 computed from D's old state: the metadata lists
 the later days to re-run.
 
-Champions that may not trade - older than their freshness limit (`freshness_days` after the end of
-the month their cut-off predicts), without calibrated thresholds, of a kind that cannot be scored, or
-with a cut-off after D - take no new position; a position they hold runs out by the holding rule,
+Champions that may not trade on D - before the end of their month M, older than their freshness limit
+(`freshness_days` after the end of M), without calibrated thresholds, of a kind that cannot be
+scored - take no new position; a position they hold runs out by the holding rule,
 as any position does. No champion at all: nothing is traded and the metadata says so.
 """
 
@@ -39,7 +40,7 @@ from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TAB
 from quant_assets.defs.common import markdown_table
 from quant_assets.defs.models.tracking import MlflowTracking
 from quant_assets.defs.operations import champions as reg
-from quant_assets.defs.operations.reference import confidence_map, oof_reference
+from quant_assets.defs.operations.reference import oos_reference
 from quant_assets.defs.operations.tables import (
     PAPER_FILLS,
     PAPER_MARKS,
@@ -49,6 +50,7 @@ from quant_assets.defs.operations.tables import (
     SCHEMAS,
     conform,
 )
+from quant_assets.gates.calibration import confidence
 from quant_assets.paper.trading import FLAT, BookState, stop_signals, trade_book_day
 from quant_assets.partitions import daily
 
@@ -59,7 +61,6 @@ MATRIX_DEP = dg.AssetDep(MATRIX_TABLE)  # day D -> the month holding it
 
 class PaperTradingConfig(dg.Config):
     freshness_days: int = 45  # a champion trades until this many days after its cut-off month ends
-    confidence_buckets: int = 5  # |prediction| buckets of the confidence map (P(sign correct))
 
 
 def _utc(d: dt.date) -> dt.datetime:
@@ -114,6 +115,9 @@ def champion_status(c: reg.Champion, day: dt.date, freshness_days: int) -> str:
         return "no partition tag on the model version"
     if c.cutoff.date() > day:
         return f"cut-off {c.partition} after the day (trained on later labels)"
+    if day < c.month_end:
+        return (f"not before {c.month_end}: its thresholds were calibrated on its OOS predictions up to the end "
+                f"of month {c.partition[:7]}")  # fmt: skip
     limit = c.month_end + dt.timedelta(days=freshness_days)
     if day >= limit:
         return f"stale: cut-off {c.partition}, fresh until {limit - dt.timedelta(days=1)} ({freshness_days} days after its month)"
@@ -132,7 +136,7 @@ def _bars(symbols: list[str], start: dt.datetime, end: dt.datetime, version: int
     )
 
 
-def _scores(c: reg.Champion, mlflow, start, end, version, buckets) -> tuple[pl.DataFrame, str]:
+def _scores(c: reg.Champion, mlflow, start, end, version) -> tuple[pl.DataFrame, str]:
     """ts, score, confidence of the champion on [start, end), and a note on its confidence map."""
     with tempfile.TemporaryDirectory(prefix="champion_") as tmp:
         model_dir = reg.download(mlflow, c, tmp)
@@ -146,14 +150,13 @@ def _scores(c: reg.Champion, mlflow, start, end, version, buckets) -> tuple[pl.D
             .collect()
         )
         scored = reg.score(c, model_dir, rows, start)
-    ref = oof_reference(c, version)
-    cmap = confidence_map(ref, buckets)
-    note = (
-        f"confidence map from {ref.height} out-of-fold rows"
-        if ref.height
-        else "no out-of-fold record: confidence 0.5"
-    )
-    conf = cmap.confidence(scored["prediction"].fill_null(np.nan).to_numpy())
+    ref = oos_reference(c, version)
+    if ref.height:
+        conf = confidence(scored["prediction"].fill_null(np.nan).to_numpy(), ref["prediction"].to_numpy())
+        note = f"confidence: empirical CDF of |prediction| over {ref.height} OOS rows of the candidate"
+    else:
+        conf = np.full(scored.height, np.nan)  # unknown: never >= a positive confidence_min
+        note = "no OOS record of the candidate (teacher_oof / model_predictions): confidence unknown"
     return scored.select("ts", pl.col("prediction").alias("score")).with_columns(
         confidence=pl.Series(conf)
     ), note
@@ -200,7 +203,7 @@ def trade_day(day: dt.date, config: PaperTradingConfig, mlflow: MlflowTracking, 
             continue
         own = bars.filter(pl.col("symbol") == symbol).drop("symbol") if bars is not None else pl.DataFrame()
         if status == TRADING and own.height:
-            scores, note = _scores(c, mlflow, start, end, version, config.confidence_buckets)
+            scores, note = _scores(c, mlflow, start, end, version)
             notes.append(f"{c.registered_name} v{c.version}: {note}")
             own = own.join(scores, on="ts", how="left")
             cfg = BacktestConfig.for_horizon(

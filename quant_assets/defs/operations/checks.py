@@ -34,8 +34,8 @@ def _rows(context: dg.AssetCheckExecutionContext) -> pl.DataFrame:
 @dg.asset_check(
     asset=monitoring,
     blocking=False,
-    description="Fails when a champion's predictions (PSI of the day's scores against its out-of-fold "
-    "predictions) or one of its top features (PSI against the training window's last days) drifted beyond "
+    description="Fails when a champion's predictions (PSI of the day's scores against the OOS "
+    "predictions it was judged on) or one of its top features (PSI against the training window's last days) drifted beyond "
     "psi_max: the model now sees a market unlike the one it learned; retrain it early.",
 )
 def prediction_drift(context: dg.AssetCheckExecutionContext, config: DriftCheckConfig) -> dg.AssetCheckResult:
@@ -76,9 +76,9 @@ def drift_result(rows: pl.DataFrame, config: DriftCheckConfig) -> dg.AssetCheckR
     asset=monitoring,
     blocking=False,
     description="Fails when a champion's confidence is miscalibrated: over the monitoring window, the expected "
-    "calibration error between its out-of-fold P(sign correct) per |prediction| bucket and the realised hit "
+    "calibration error between its OOS P(sign correct) per |prediction| bucket and the realised hit "
     "rate exceeds ece_max (books with fewer than min_rows known rows are not judged). Its confidence_min no "
-    "longer means what it was calibrated to; retrain it early.",
+    "longer means what it did; retrain it early.",
 )
 def confidence_calibration(
     context: dg.AssetCheckExecutionContext, config: CalibrationCheckConfig

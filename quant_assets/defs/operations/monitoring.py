@@ -5,12 +5,12 @@
   Time rule: a row's return is known at its label end, ts + 5m + h (the bar closes at ts + 5m, the
   return ends h later); only rows with ts + 5m + h <= D's end (D+1 00:00 UTC) are evaluated. A 1h
   score of 23:00 (known 00:05) or a 4h score of 22:00 (known 02:05) waits for a later day's run.
-- Prediction drift: PSI of D's scores against the champion partition's out-of-fold predictions
-  (`reference.oof_reference`); feature drift: PSI of D's rows of the `top_features` features of
+- Prediction drift: PSI of D's scores against the candidate's OOS predictions the gates judged it on
+  (`reference.oos_reference`); feature drift: PSI of D's rows of the `top_features` features of
   largest gain (the partition's teacher) against the last `reference_days` days of the training window.
-- Confidence calibration: the confidence map of the out-of-fold record (P(sign correct) by
-  |prediction| bucket: what paper trading's `confidence_min` is compared with) against the realised
-  hit rate of the window's known rows: the reliability curve and its expected calibration error.
+- Confidence calibration: P(sign correct) by |prediction| bucket as the OOS record shows it
+  (`paper.monitor.ConfidenceMap`) against the realised hit rate of the window's known rows: the
+  reliability curve and its expected calibration error.
 - Paper PnL by score bucket: the window's bars with a position, by the |score| bucket of the signal
   that opened it.
 
@@ -37,7 +37,7 @@ from quant_assets.defs.common import markdown_table
 from quant_assets.defs.models.tracking import MlflowTracking
 from quant_assets.defs.operations import champions as reg
 from quant_assets.defs.operations.assets import MATRIX_DEP, OPERATIONS_GROUP, paper_trading
-from quant_assets.defs.operations.reference import confidence_map, feature_reference, oof_reference
+from quant_assets.defs.operations.reference import confidence_map, feature_reference, oos_reference
 from quant_assets.defs.operations.tables import MONITORING_SCHEMA, PAPER_MARKS, PAPER_MONITORING, conform
 from quant_assets.paper import monitor
 from quant_assets.schemas import FIVE_MIN
@@ -75,7 +75,7 @@ def _book(c: reg.Champion, marks: pl.DataFrame, day: dt.date, cfg: MonitoringCon
         pl.col("score").is_not_null() & pl.col("realised").is_not_null()
     )
     perf = monitor.performance(known["score"].to_numpy(), known["realised"].to_numpy())
-    ref = oof_reference(c)
+    ref = oos_reference(c)
     cmap = confidence_map(ref, cfg.confidence_buckets)
     pred_psi = monitor.psi(ref["prediction"].to_numpy(), today["score"].drop_nulls().to_numpy())
     feats = reg.top_features(mlflow, c, cfg.top_features) if c.partition else []
@@ -136,7 +136,7 @@ def _plots(rows: list[dict], day: dt.date) -> dict[str, bytes]:
         ax.plot(
             c["confidence"], c["hit_rate"], "o-", label=f"{r['symbol']} {r['horizon']} (ECE {r['ece']:.3f})"
         )
-    ax.set_xlabel("confidence: out-of-fold P(sign correct) of the |prediction| bucket")
+    ax.set_xlabel("P(sign correct) of the |prediction| bucket in the OOS record")
     ax.set_ylabel("realised hit rate")
     ax.set_title(f"reliability, window to {day}")
     ax.legend(fontsize=7)
