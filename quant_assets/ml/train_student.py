@@ -24,6 +24,12 @@ gradient of the global batch's loss. A 2-process run therefore matches a 1-proce
 global batch up to float summation order (while model dropout is 0: nn.Dropout masks are per rank).
 Only rank 0 reports (the `report` callback) and writes: `student.pt` (tensors only: load with
 torch.load(weights_only=True)) and `student.json` (the manifest).
+
+Fine-tuning: `init_from` names a trained student's directory (student.pt + student.json, e.g. a champion
+downloaded from the registry). Training then starts from its weights and keeps its input scaling and
+target scale (the weights were learned on those units; the champion fitted them on its own, earlier,
+training rows, so nothing of the new rows' future leaks in). The new rows must have the same features,
+labels, coins (the coin embedding's rows) and model shape, else it fails naming what differs.
 """
 
 from __future__ import annotations
@@ -80,6 +86,7 @@ class StudentConfig:
     threads: int = 1  # torch threads per process
     device: str = "auto"  # auto: cuda:LOCAL_RANK when CUDA is there, else cpu
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
+    init_from: str | None = None  # a trained student's directory to fine-tune (see the module docstring)
 
 
 def load_config(path: str | Path) -> StudentConfig:
@@ -224,10 +231,15 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
     if len(split.train_ends) < cfg.global_batch:
         raise ValueError(f"{cfg.inputs}: {len(split.train_ends)} training windows of {cfg.input_len} rows, "
                          f"fewer than one global batch ({cfg.global_batch})")  # fmt: skip
-    scaler = Standardizer.fit(grid.x, split.train_rows)
-    y_train = grid.y[split.train_rows]
-    y_scale = np.sqrt(np.nanmean(y_train.astype(np.float64) ** 2, axis=0)).astype(np.float32)
-    y_scale = np.where(np.isfinite(y_scale) & (y_scale > 0), y_scale, 1.0).astype(np.float32)
+    init = load_init(cfg.init_from, inputs, grid.symbols) if cfg.init_from else None
+    if init is None:
+        scaler = Standardizer.fit(grid.x, split.train_rows)
+        y_train = grid.y[split.train_rows]
+        y_scale = np.sqrt(np.nanmean(y_train.astype(np.float64) ** 2, axis=0)).astype(np.float32)
+        y_scale = np.where(np.isfinite(y_scale) & (y_scale > 0), y_scale, 1.0).astype(np.float32)
+    else:  # fine-tuning: the units the initial weights were learned in
+        scaler = Standardizer(init["x_mean"].numpy(), init["x_std"].numpy())
+        y_scale = init["y_scale"].numpy()
     text = [i for i, n in enumerate(inputs.feature_names) if n.startswith(tuple(cfg.text_prefixes))]
 
     dev = d.device
@@ -249,7 +261,13 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         n_coins=len(grid.symbols) if cfg.coin_embedding else 0,
         **cfg.model,
     )
-    raw = TSMixer(mcfg).to(dev)
+    raw = TSMixer(mcfg)
+    if init is not None:
+        init_cfg = {k: v for k, v in init["model_config"].items() if k != "dropout"}
+        if init_cfg != {k: v for k, v in dataclasses.asdict(mcfg).items() if k != "dropout"}:
+            raise ValueError(f"init_from {cfg.init_from}: model {init_cfg} differs from this run's {mcfg}")
+        raw.load_state_dict(init["model"])
+    raw = raw.to(dev)
     torch.manual_seed(cfg.seed + 7919 * d.rank)  # after the init: ranks draw different nn.Dropout masks
     model = DistributedDataParallel(raw) if d.world > 1 else raw
     opt = torch.optim.AdamW(raw.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -322,6 +340,8 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         "eval": evals,
         "rank_weight_max_abs_diff": rank_diff,
         "weights_sha256": hashlib.sha256(flat.numpy().tobytes()).hexdigest(),
+        "init_from": cfg.init_from,
+        "init_weights_sha256": init["weights_sha256"] if init is not None else None,
     }
     if d.rank == 0:
         out = Path(cfg.out_dir)
@@ -334,6 +354,23 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         }
         torch.save(state, out / "student.pt")
     return manifest
+
+
+def load_init(init_from: str, inputs: StudentInputs, symbols) -> dict:
+    """The tensors (weights_only) and manifest of the student to fine-tune, checked against this run's rows."""
+    src = Path(init_from)
+    manifest = json.loads((src / "student.json").read_text())
+    state = torch.load(src / "student.pt", weights_only=True, map_location="cpu")
+    for what, mine, theirs in (
+        ("feature columns", list(inputs.feature_names), manifest["feature_names"]),
+        ("label columns", list(inputs.label_names), manifest["label_names"]),
+        ("coins", list(symbols), manifest["symbols"]),
+    ):
+        if mine != theirs:
+            raise ValueError(
+                f"init_from {init_from}: {what} {mine} differ from the trained student's {theirs}"
+            )
+    return {**state, "model_config": manifest["model_config"], "weights_sha256": manifest["weights_sha256"]}
 
 
 def train_step(

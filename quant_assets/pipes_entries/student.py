@@ -45,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                 metadata |= {f"val_{k}": v for k, v in last.items() if k != "step" and v == v}
                 metadata["final_loss"] = data["loss"][-1][1] if data["loss"] else None
                 metadata["rank"] = int(os.environ.get("RANK", "0"))
+                if data.get("init_from"):  # a fine-tuning run: what it started from
+                    metadata["init_from"] = data["init_from"]
+                    metadata["init_weights_sha256"] = data["init_weights_sha256"]
                 pipes.report_asset_materialization(metadata=metadata)
 
         train(cfg, report=report)
