@@ -104,6 +104,7 @@ class Evaluation:
     confidence_min: float
     gates: tuple[GateResult, ...]
     per_window_pnl: dict[int, float] = field(default_factory=dict)
+    walk_forward: WalkForwardPnL | None = None  # None when the after-cost gate was not computable
 
     @property
     def passed(self) -> bool:
@@ -192,8 +193,13 @@ def evaluate_candidate(
     funding: pl.DataFrame | None = None,
     readiness: tuple[bool, str] | None = None,
     trained: Iterable[str] = (),
+    baseline_walk_forward: WalkForwardPnL | None = None,
 ) -> Evaluation:
-    """Every gate of one candidate; `baseline` is the ridge's OOS frame on the same coin and windows."""
+    """Every gate of one candidate; `baseline` is the ridge's OOS frame on the same coin and windows.
+
+    `baseline_walk_forward`: the baseline's `walk_forward_pnl` when already computed (its own
+    evaluation's `walk_forward`), so it is not traded twice; otherwise it is computed from `baseline`.
+    """
     frame = _check_frame(oos, "candidate").sort("symbol", "ts")
     scored = frame.filter(pl.col("prediction").is_finite() & pl.col("target").is_finite())
     n = scored.height
@@ -257,10 +263,12 @@ def evaluate_candidate(
         gates.append(
             _fail("beats_baseline", "no after-cost walk-forward result to compare (see pnl_after_cost)", need)
         )
-    elif baseline is None or baseline.filter(pl.col("prediction").is_finite()).height == 0:
+    elif baseline_walk_forward is None and (
+        baseline is None or baseline.filter(pl.col("prediction").is_finite()).height == 0
+    ):
         gates.append(_fail("beats_baseline", "no ridge baseline predictions for these windows", need))
     else:
-        base = walk_forward_pnl(
+        base = baseline_walk_forward or walk_forward_pnl(
             _check_frame(baseline, "baseline").sort("symbol", "ts"), horizon, cfg, funding=funding
         )
         pairs = {k: (v, base.per_window.get(k)) for k, v in per_window.items()}
@@ -281,4 +289,4 @@ def evaluate_candidate(
         c = calibrate_entry(frame, horizon, cfg.entry_quantiles, funding=funding)
         entry, conf = c.threshold, c.quantile
     return Evaluation(n, len(windows), ic, lo, hi, rank_ic, hr, pnl, dd, turnover, improved, entry, conf,
-                      tuple(gates), per_window)  # fmt: skip
+                      tuple(gates), per_window, mine)  # fmt: skip

@@ -90,6 +90,18 @@ def test_a_planted_signal_passes_every_gate_with_its_numbers():
     assert ev.entry_threshold == pytest.approx(
         np.quantile(np.abs(f["prediction"].to_numpy()), ev.confidence_min)
     )
+    # the baseline's walk-forward from its own evaluation gives the same comparison (not traded twice)
+    ridge = evaluate_candidate(
+        f.with_columns(prediction="baseline").drop("baseline"),
+        "1h",
+        GateConfig(),
+        is_baseline=True,
+        readiness=READY,
+    )
+    again = evaluate_candidate(
+        f.drop("baseline"), "1h", GateConfig(), baseline_walk_forward=ridge.walk_forward, readiness=READY
+    )
+    assert again.gate("beats_baseline") == ev.gate("beats_baseline")
     gates = json.loads(ev.gates_json())
     assert {g["name"]: g["passed"] for g in gates} == dict.fromkeys(GATES, True)
 

@@ -17,9 +17,9 @@ by Dagster). Readiness: `coverage.readiness` of the raw tables (at their recorde
 training window [first training row, cut-off), per coin.
 
 Writes: the partition's `candidate_models` rows (one commit, replacing the partition's rows); on each
-registered MLflow version its gate verdicts as tags (`gates_passed`, `gate.<name>`,
-`gate.<name>.value`, `entry_threshold`, `confidence_min`, `oos_ic`, ...) and the alias `candidate` when
-every gate passed. The alias means "the latest evaluated version of this name whose gates all
+registered MLflow version its gate verdicts as tags (`gates_passed`, `gate.<name>` pass/fail, `gates`:
+the JSON of every gate's value, threshold and reason, `entry_threshold`, `confidence_min`, `oos_ic`, ...)
+and the alias `candidate` when every gate passed. The alias means "the latest evaluated version of this name whose gates all
 passed": a re-evaluation that fails removes it from that version; an older partition's passing
 version keeps it. The gates are also blocking asset checks (`checks.py`).
 """
@@ -142,6 +142,8 @@ def _tag(client, name: str, version: str, ev: Evaluation, key: str, now: dt.date
     def num(v) -> str:
         return "nan" if v is None or not math.isfinite(v) else f"{v:.6g}"
 
+    # A handful of tags (each is one registry write): the verdicts, the numbers paper trading and a
+    # reader need, and every gate's value, threshold and reason in one JSON tag.
     tags = {
         "gates_passed": str(ev.passed).lower(),
         "gates_partition": key,
@@ -149,20 +151,9 @@ def _tag(client, name: str, version: str, ev: Evaluation, key: str, now: dt.date
     }
     for g in ev.gates:
         tags[f"gate.{g.name}"] = "pass" if g.passed else "fail"
-        tags[f"gate.{g.name}.value"] = num(g.value)
-        tags[f"gate.{g.name}.threshold"] = num(g.threshold)
-    for k in (
-        "oos_ic",
-        "oos_ic_lo",
-        "oos_ic_hi",
-        "hit_rate",
-        "pnl_after_cost",
-        "entry_threshold",
-        "confidence_min",
-    ):
+    for k in ("oos_ic", "oos_ic_lo", "hit_rate", "pnl_after_cost", "entry_threshold", "confidence_min"):
         tags[k] = num(getattr(ev, k))
-    tags["improved_wf_windows"] = str(ev.improved_wf_windows)
-    tags["n_oos"] = str(ev.n_oos)
+    tags["gates"] = ev.gates_json()[:5000]  # the registry's tag value limit
     for k, v in tags.items():
         client.set_model_version_tag(name, version, k, v)
     if ev.passed:
@@ -222,13 +213,15 @@ def evaluate_partition(
     now = utc_now().replace(microsecond=0)
     rows, evals = [], []
     for source, frame in frames.items():
-        models = [TEACHER, RIDGE] if source == "teacher" else [STUDENT]
+        # the ridge first: the teacher reuses its after-cost walk-forward as its baseline
+        models = [RIDGE, TEACHER] if source == "teacher" else [STUDENT]
         for h in HORIZONS:
             f = frame.filter(pl.col("horizon") == h).join(
                 bars.select("symbol", "ts", "close", DEPTH_COLUMN, pl.col(f"fwd_ret_{h}").alias("target")),
                 on=["symbol", "ts"], how="inner",
             )  # fmt: skip
             base = f.filter(pl.col("model") == RIDGE)
+            ridge_wf = {}
             for model in models:
                 mf = f.filter(pl.col("model") == model)
                 meta = tmeta if model == TEACHER else smeta if model == STUDENT else None
@@ -238,8 +231,10 @@ def evaluate_partition(
                         mf.filter(pl.col("symbol") == sym), h, cfg,
                         baseline=base.filter(pl.col("symbol") == sym), is_baseline=model == RIDGE,
                         funding=funding.filter(pl.col("symbol") == sym), readiness=readiness.get(sym),
-                        trained=trained,
+                        trained=trained, baseline_walk_forward=ridge_wf.get(sym) if source == "teacher" else None,
                     )  # fmt: skip
+                    if model == RIDGE:
+                        ridge_wf[sym] = ev.walk_forward
                     version = str(registered.get(f"{coin_name(sym)}_{h}", ""))
                     rows.append(_row(ev, model, sym, h, cutoff, version, now))
                     evals.append(ev)
