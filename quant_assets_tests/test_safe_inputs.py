@@ -149,3 +149,17 @@ def test_a_maintenance_run_naming_a_path_for_a_table_fails_naming_it_and_touches
     [failure] = [e for e in res.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
     assert "lake table name '../outside' is not allowed" in failure.step_failure_data.error.cause.message
     assert (outside / "keep.txt").read_text() == "not the lake's"
+
+
+def test_a_partition_key_that_is_not_a_month_start_is_refused_before_the_lake_is_touched(isolated_lake):
+    from quant_assets.defs.raw.assets import raw_tables
+
+    # Dagster checks keys against the partitions definition; '2024-06' is the month a user means
+    with pytest.raises(dg.DagsterUnknownPartitionError, match="2024-06"):
+        dg.materialize(
+            [raw_tables], partition_key="2024-06", selection=["market_bars"], resources=default_resources()
+        )
+    assert not isolated_lake.exists()
+    assert (
+        safe_inputs.month_key("2024-06", monthly.get_partition_keys()) == "2024-06-01"
+    )  # what the CLI accepts
