@@ -169,3 +169,42 @@ def test_a_champion_does_not_trade_its_own_evaluation_month(mlflow, base):
     assert m["trading"] == 0
     assert "not before 2024-04-01" in m["champion_status"][f"{SYMBOL} {HORIZON}"]
     assert day_rows(PAPER_ORDERS, D1).height == 0 and day_rows(PAPER_MARKS, D1)["score"].is_null().all()
+
+
+def test_a_student_champion_scores_the_day_from_a_look_back_before_it(mlflow, tmp_path):
+    import numpy as np
+
+    from quant_assets.ml.train_student import StudentConfig, StudentInputs, predict, save_npz, train
+
+    jan = lake.read(MATRIX_TABLE, "2024-01-01", "2024-02-01").sort("ts")
+    feats = list(paper_env.FEATURES)
+    inputs = StudentInputs(jan["symbol"].to_numpy().astype(str), jan["ts"].dt.epoch("ms").to_numpy(),
+                           jan.select(feats).to_numpy().astype("float32"), tuple(feats),
+                           jan.select("label_1h", "label_4h").to_numpy().astype("float32"),
+                           ("label_1h", "label_4h"), None)  # fmt: skip
+    save_npz(inputs, tmp_path / "jan.npz")
+    out = tmp_path / "student"
+    train(StudentConfig(inputs=str(tmp_path / "jan.npz"), out_dir=str(out), teacher_columns=None, teacher_weight=0.0,
+                        input_len=16, steps=10, global_batch=32, eval_every=10, threads=1))  # fmt: skip
+    run = mlflow.start_run("liquid_student 2024-02-01")
+    run.log_artifacts(out, "student")
+    version = run.register("student", SYMBOL, HORIZON, "student", paper_env.PARTITION,
+                           tags={"entry_threshold": "0.0", "confidence_min": "0.0"})  # fmt: skip
+    run.end()
+    client = mlflow.client()
+    client.delete_registered_model_alias(NAME, "champion")
+    client.set_registered_model_alias("liquid_BTC_1h_student", "champion", version)
+
+    m = meta(trade(mlflow, D1))
+    assert m["champion_status"][f"{SYMBOL} {HORIZON}"].endswith(": trading")
+    marks = day_rows(PAPER_MARKS, D1)
+    assert marks["model"][0] == "liquid_student" and marks.height == 288
+    assert marks["score"].is_not_null().all()  # 00:00's window reaches back into Feb 29
+    # the same scores from the model directly, on 17 rows of look-back and the day's rows
+    rows = lake.read(MATRIX_TABLE, "2024-02-29", "2024-03-02").sort("ts")
+    rows = rows.filter(pl.col("ts") >= dt.datetime(2024, 2, 29, 22, 35, tzinfo=dt.UTC))
+    direct = StudentInputs(rows["symbol"].to_numpy().astype(str), rows["ts"].dt.epoch("ms").to_numpy(),
+                           rows.select(feats).to_numpy().astype("float32"), tuple(feats),
+                           np.zeros((rows.height, 2), dtype="float32"), ("label_1h", "label_4h"), None)  # fmt: skip
+    want = predict(out, direct)[:, 0][rows["ts"].to_numpy() >= np.datetime64("2024-03-01")][:288]
+    np.testing.assert_allclose(marks["score"].to_numpy(), want, rtol=1e-6)

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from quant_assets import lake
@@ -150,14 +151,16 @@ def student_lead(model_dir: Path) -> dt.timedelta:
 
 
 def feature_columns(champion: Champion, model_dir: Path) -> list[str]:
+    """The feature columns the model reads (its own record of them: the teacher's ridge keys and scale
+    column, the student's manifest)."""
     if champion.kind == "teacher":
         from quant_assets.ml.teacher import load_fit
 
         fit = load_fit(model_dir)
         return [*fit.ridge.feature_keys, *([fit.scale_column] if fit.scale_column else [])]
-    from quant_assets.features.keys import LIQUID_FEATURE_KEYS
+    import json
 
-    return list(LIQUID_FEATURE_KEYS)
+    return list(json.loads((model_dir / "student.json").read_text())["feature_names"])
 
 
 def score(champion: Champion, model_dir: Path, rows: pl.DataFrame, start: dt.datetime) -> pl.DataFrame:
@@ -169,10 +172,15 @@ def score(champion: Champion, model_dir: Path, rows: pl.DataFrame, start: dt.dat
 
         out = predict({champion.symbol: load_fit(model_dir)}, rows).select("ts", "prediction")
     elif champion.kind == "student":
-        from quant_assets.defs.models.assets import _student_inputs
-        from quant_assets.ml.train_student import predict
+        from quant_assets.ml.train_student import StudentInputs, predict
 
-        pred = predict(model_dir, _student_inputs(rows)) if rows.height else None
+        names = feature_columns(champion, model_dir)
+        # labels only give the inputs their shape (predict never reads them): zeros, not the future
+        inputs = StudentInputs(symbol=rows["symbol"].to_numpy().astype(str), ts_ms=rows["ts"].dt.epoch("ms").to_numpy(),
+                               x=rows.select(names).to_numpy().astype("float32"), feature_names=tuple(names),
+                               y=np.zeros((rows.height, len(HORIZONS)), dtype="float32"),
+                               label_names=tuple(f"label_{h}" for h in HORIZONS), teacher=None)  # fmt: skip
+        pred = predict(model_dir, inputs) if rows.height else None
         j = list(HORIZONS).index(champion.horizon)
         out = rows.select("ts").with_columns(
             prediction=pl.Series(pred[:, j] if pred is not None else [], dtype=pl.Float64).fill_nan(None)
