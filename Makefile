@@ -7,6 +7,8 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export QUANT_ASSETS_LAKE ?= $(CURDIR)/.lake
 export MLFLOW_DISABLE_TELEMETRY := true
 export PYTHONUNBUFFERED := 1
+# Servers listen on loopback only; `make ui BIND_HOST=0.0.0.0` exposes them, deliberately.
+BIND_HOST ?= 127.0.0.1
 
 .PHONY: install demo test lint ui mlflow backfill status bench validate-deploy clean
 
@@ -34,12 +36,12 @@ lint: $(STAMP)
 
 ui: $(STAMP)  ## Dagster webserver + daemon on http://127.0.0.1:3000
 	$(PY) -m quant_assets.instance
-	$(VENV)/bin/dagster dev -m quant_assets.definitions -h 127.0.0.1 -p 3000
+	$(VENV)/bin/dagster dev -m quant_assets.definitions -h $(BIND_HOST) -p 3000
 
 mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the embedded store (.mlflow/)
 	mkdir -p .mlflow/artifacts
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.mlflow/mlflow.db \
-		--default-artifact-root $(CURDIR)/.mlflow/artifacts -h 127.0.0.1 -p 5000
+		--default-artifact-root $(CURDIR)/.mlflow/artifacts -h $(BIND_HOST) -p 5000
 
 backfill: $(STAMP)  ## every layer from 2018-01 to the running month, one run per layer
 	$(VENV)/bin/quant-assets backfill

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import subprocess
 from pathlib import Path
 
 import dagster as dg
@@ -126,14 +127,26 @@ def test_the_postgres_password_is_written_as_an_env_reference_not_its_value(
         assert inst.run_storage.postgres_url.startswith("postgresql://postgres:s3cret-pw@")
 
 
-def test_every_server_the_makefile_starts_binds_127_0_0_1():
-    lines = (REPO / "Makefile").read_text().replace("\\\n", " ").splitlines()
-    servers = [ln for ln in lines if re.search(r"dagster dev|dagster-webserver|mlflow (ui|server)", ln)]
-    assert len(servers) >= 2, servers  # make ui and make mlflow
+def test_every_server_the_makefile_starts_binds_127_0_0_1(monkeypatch):
+    # what make would run (-n prints without running), with the environment a user may have: zsh sets
+    # HOST to the machine's name, which is why the variable is BIND_HOST
+    monkeypatch.setenv("HOST", "some-machine")
+    monkeypatch.delenv("BIND_HOST", raising=False)
+
+    def commands(*targets: str) -> list[str]:
+        out = subprocess.run(["make", "-s", "-n", "-o", ".venv/.installed", *targets], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        return [ln for ln in out.replace("\\\n", " ").splitlines()
+                if re.search(r"dagster dev|dagster-webserver|mlflow (ui|server)", ln)]  # fmt: skip
+
+    servers = commands("ui", "mlflow")
+    assert len(servers) == 2, servers
     for ln in servers:
-        assert re.search(r"(-h|--host)[ =]127\.0\.0\.1\b", ln), (
+        assert re.search(r"(-h|--host)[ =]127\.0\.0\.1 ", ln), (
             f"Makefile server not on 127.0.0.1: {ln.strip()}"
         )
+    # told otherwise, they follow
+    assert all(" -h 0.0.0.0 " in ln for ln in commands("ui", "mlflow", "BIND_HOST=0.0.0.0"))
 
 
 def test_a_maintenance_run_naming_a_path_for_a_table_fails_naming_it_and_touches_nothing(isolated_lake):
