@@ -67,7 +67,7 @@ class MultimodalEvalRunConfig(dg.Config):
     n_kfold: int = _E.n_kfold
     event_threshold: float = _E.event_threshold
     n_boot: int = _E.n_boot
-    block_days: int = _E.block_days
+    block_days: int | None = _E.block_days  # None: a test fold's length in days
     alpha: float = _E.alpha
     seed: int = _E.seed
 
