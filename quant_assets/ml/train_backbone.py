@@ -304,7 +304,7 @@ def train_step(
 
 @torch.no_grad()
 def predict_windows(model: torch.nn.Module, windows: Windows, coin: torch.Tensor | None, ends: torch.Tensor,
-                    batch: int = 2048) -> torch.Tensor:  # fmt: skip
+                    batch: int = 512) -> torch.Tensor:  # fmt: skip
     """[len(ends), H] predictions (scaled units) for windows ending at `ends`."""
     was = model.training
     model.eval()

@@ -72,10 +72,14 @@ class WindowRidge:
             e = e_all[i : i + config.chunk]
             z = probe.features(windows, e)
             yc = y[e.numpy()].astype(np.float64)
+            # Z'Z once for the chunk (the costly product), then each target takes off its rows without
+            # a label (the purged 4h tail: a few rows), so two targets cost one product, not two
+            zz_chunk = z.T @ z
             for h in range(n_targets):
                 ok = np.isfinite(yc[:, h])
+                miss = z[~ok]
+                zz[h] += zz_chunk - miss.T @ miss if len(miss) else zz_chunk
                 zh, yh = z[ok], yc[ok, h]
-                zz[h] += zh.T @ zh
                 zy[h] += zh.T @ yh
                 zs[h] += zh.sum(axis=0)
                 ys[h] += yh.sum()

@@ -56,7 +56,7 @@ class BackboneSuiteConfig(dg.Config):
     backbones: list[str] = list(BACKBONE_NAMES)
     features: Literal["liquid", "liquid_full"] = "liquid"
     input_len: int = 96
-    steps: int = 300
+    steps: int = 200
     global_batch: int = 256
     lr: float = 1e-3
     val_fraction: float = 0.1
