@@ -32,6 +32,8 @@ REF_SCHEMA = {"ts": pl.Datetime("ms", "UTC"), "prediction": pl.Float64, "realise
 def oos_reference(champion: Champion, matrix_version: int | None = None) -> pl.DataFrame:
     """ts, prediction, realised of the champion's coin and horizon (empty without any record)."""
     c = champion
+    if not c.partition:  # no model partition recorded: nothing to read it from
+        return pl.DataFrame(schema=REF_SCHEMA)
     end = dt.datetime.combine(c.month_end, dt.time(), dt.UTC)
     parts = []
     if c.kind == "teacher" and lake.exists(TEACHER_OOF):
