@@ -191,3 +191,21 @@ def test_a_planted_signal_passes_gets_the_alias_and_is_reported_beside_the_ceili
     assert j.height == r["n_oos"]
     assert information_coefficient(j["p"], j[f"fwd_ret_{h}"]) == pytest.approx(r["oos_ic"], abs=1e-9)
     assert abs(information_coefficient(j["p"], j[f"label_{h}"]) - r["oos_ic"]) > 1e-4
+
+    # Re-evaluated with a stricter IC threshold (run config): the partition's rows are replaced, nothing
+    # passes, and the `candidate` alias is taken back from the versions that lost it.
+    inst = dg.DagsterInstance.local_temp(str(tmp_path / "instance"))
+    strict = dg.materialize(
+        [liquid_teacher, liquid_student, candidate_models, candidate_gates],
+        selection=[candidate_models],
+        instance=inst,
+        partition_key=KEY,
+        run_config={"ops": {"candidate_models": {"config": {"gates": {"ic_low_min": 0.5}}}}},
+        resources={"mlflow": tracking(tmp_path), "pipes": dg.PipesSubprocessClient()},
+        raise_on_error=False,
+    )
+    inst.dispose()
+    again = read_candidate_partition(CUTOFF)
+    assert again.height == rows.height and not again["passed"].any()
+    assert {gate(x, "oos_ic")["threshold"] for x in again.iter_rows(named=True)} == {0.5}
+    assert aliased(client) == [] and not strict.success
