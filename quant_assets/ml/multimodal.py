@@ -48,7 +48,6 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 import threadpoolctl
-
 from scipy.stats import rankdata
 
 from quant_assets.features.keys import (

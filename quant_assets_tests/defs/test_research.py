@@ -40,7 +40,7 @@ FAR = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 RAW = ("events", "event_links", "entities", "funding_rates", "market_bars", "prices", "orderbook_l2",
        "onchain_signals", "derivatives_metrics")  # fmt: skip
 RUN_CONFIG = {"ops": {
-    "vc_model": {"config": {"steps": 400}},
+    "vc_model": {"config": {}},
     "multimodal_candidate": {"config": {"window": {"kind": "production", "lookback_days": 29}}},
     "multimodal_eval": {"config": {"n_wf_folds": 3, "n_kfold": 4, "n_boot": 400}},
 }}  # fmt: skip
@@ -113,9 +113,9 @@ def test_a_research_partition_trains_on_the_past_predicts_its_month_and_finds_th
     vc = meta["vc_model"]
     last_train = dt.datetime.fromisoformat(vc["training_available_at"].split(" .. ")[1])
     assert last_train < CUTOFF and vc["training_events"] > 300 and vc["oos_events"] > 100
-    assert vc["oos_auc_student"] > 0.85 and vc["oos_auc_teacher"] > 0.6, vc
-    # OOS ECE on ~150 events has a sampling floor near 0.1; the labels make the student better calibrated
-    assert 0 <= vc["oos_ece_student"] < min(0.2, vc["oos_ece_teacher"]), vc
+    assert vc["oos_auc_student"] > 0.95 and vc["oos_auc_teacher"] > 0.6, vc
+    # the labels make the student better calibrated than its linear teacher
+    assert 0 <= vc["oos_ece_student"] < min(0.1, vc["oos_ece_teacher"]), vc
     client = mlflow.client()
     [v] = client.search_model_versions("name = 'vc_model'")
     assert v.tags["partition"] == MARCH
