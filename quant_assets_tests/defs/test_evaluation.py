@@ -25,7 +25,7 @@ import pytest
 
 from quant_assets import coverage, lake
 from quant_assets.backtest.inputs import FUNDING_TABLE, MATRIX_TABLE
-from quant_assets.defs.evaluation.assets import CANDIDATE_ALIAS, candidate_models
+from quant_assets.defs.evaluation.assets import CANDIDATE_ALIAS, candidate_models, fold_windows
 from quant_assets.defs.evaluation.checks import candidate_gates
 from quant_assets.defs.evaluation.tables import read_candidate_partition
 from quant_assets.defs.models.assets import RIDGE, TEACHER, liquid_student, liquid_teacher
@@ -209,3 +209,20 @@ def test_a_planted_signal_passes_gets_the_alias_and_is_reported_beside_the_ceili
     assert again.height == rows.height and not again["passed"].any()
     assert {gate(x, "oos_ic")["threshold"] for x in again.iter_rows(named=True)} == {0.5}
     assert aliased(client) == [] and not strict.success
+
+
+def test_teacher_folds_become_equal_time_windows_of_the_predicted_rows():
+    ts = pl.datetime_range(CUTOFF - dt.timedelta(days=4), CUTOFF - dt.timedelta(minutes=5), "5m", time_zone="UTC",
+                           eager=True).dt.cast_time_unit("ms")  # fmt: skip
+    n = ts.len()
+    oof = pl.concat([
+        pl.DataFrame({"symbol": sym, "ts": ts, "horizon": "1h", "teacher_oof": [None] * (n // 4) + [1.0] * (n - n // 4)})
+        for sym in COINS
+    ])  # fmt: skip
+    w = fold_windows(oof, "teacher_oof", 3)
+    assert w.height == 2 * (n - n // 4)  # block 0 (never predicted) is not a window
+    counts = w.group_by("symbol", "window").len().sort("symbol", "window")
+    assert counts["window"].to_list() == [0, 1, 2] * 2
+    assert set(counts["len"].to_list()) == {(n - n // 4) // 3}  # three days, one a window
+    first = w.filter(pl.col("window") == 1)["ts"].min()
+    assert first == ts[n // 4] + dt.timedelta(days=1)
