@@ -129,6 +129,9 @@ BACKBONES = Layer(
     partitioned=True,
     partitions_def=model_cutoffs,
     description="The backbone suite (window ridge, iTransformer, PatchTST, TFT) for one training cut-off.",
+    # not in the demo or backfill runs: three neural trainings and month predictions cost minutes per
+    # cut-off on 2 cores (benchmarks/backbones.py); run `backbones_job` or materialise it from the UI
+    in_runs=False,
 )
 
 RESEARCH = Layer(
