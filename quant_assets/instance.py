@@ -9,7 +9,14 @@ Both files turn on run monitoring with `LocalRunLauncher`: Dagster's default lau
 tell whether a run's worker is alive, so a run killed with kill -9 stayed STARTED forever
 and held a slot of `max_concurrent_runs`.
 
-    python -m quant_assets.instance      # prints which storage DAGSTER_HOME will use
+The prepared instance also gets the concurrency pool limits in POOL_LIMITS: the `gpu` pool (the
+student's and the backbones' training steps) at 1, so two trainings never share a device. A pool
+limit lives in the instance's storage, not in dagster.yaml (whose `concurrency: pools:` block has
+only a `default_limit` for every pool), so it is set through the event log storage as
+`dagster instance concurrency set gpu 1` does; a limit already set (by a user, to another value) is
+left as it is.
+
+    python -m quant_assets.instance      # prints which storage DAGSTER_HOME will use and the pool limits
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from dagster import DagsterEventType, DagsterRun, DefaultRunLauncher
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, DefaultRunLauncher
 from dagster._core.launcher import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.tags import GRPC_INFO_TAG
 
@@ -41,6 +48,8 @@ HOST_TAG = "quant_assets/host"
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 # /proc/stat's boot time has whole seconds; a worker starts before its RUN_START event anyway.
 START_SLACK_SECONDS = 2.0
+# Dagster concurrency pools (asset `pool=`) and the limit a prepared instance starts with.
+POOL_LIMITS = {"gpu": 1}
 
 
 def _boot_time() -> float:
@@ -115,11 +124,12 @@ def uses_postgres(env=os.environ) -> bool:
 
 
 def prepare_home(home: str | os.PathLike | None = None, env=os.environ) -> Path:
-    """Write $DAGSTER_HOME/dagster.yaml for the chosen storage and return the home directory."""
+    """Write $DAGSTER_HOME/dagster.yaml for the chosen storage, set the pool limits, return the home directory."""
     home = Path(home or env.get("DAGSTER_HOME") or REPO / ".dagster_home").resolve()
     home.mkdir(parents=True, exist_ok=True)
     if not uses_postgres(env):
         shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+        set_pool_limits(home)
         return home
     config = yaml.safe_load((REPO / "dagster-postgres.yaml").read_text())
     db = config["storage"]["postgres"]["postgres_db"]
@@ -128,7 +138,23 @@ def prepare_home(home: str | os.PathLike | None = None, env=os.environ) -> Path:
         if var not in env:  # an unset setting becomes its default literal: yaml cannot default an env ref
             db[field] = int(PG_DEFAULTS[var]) if field == "port" else PG_DEFAULTS[var]
     (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    set_pool_limits(home)
     return home
+
+
+def set_pool_limits(home: str | os.PathLike, limits: dict[str, int] = POOL_LIMITS) -> dict[str, int]:
+    """Give each pool in `limits` that has no limit yet in the instance at `home` its limit; return every pool's limit."""
+    with DagsterInstance.from_config(str(home)) as inst:
+        storage = inst.event_log_storage
+        if not storage.supports_global_concurrency_limits:
+            raise RuntimeError(
+                f"{home}/dagster.yaml: its event log storage cannot hold concurrency pool limits"
+            )
+        have = {p.name for p in storage.get_pool_limits() if not p.from_default}  # explicitly set
+        for pool, limit in limits.items():
+            if pool not in have:
+                storage.set_concurrency_slots(pool, limit)
+        return {p.name: p.limit for p in storage.get_pool_limits()}
 
 
 def main() -> int:
@@ -139,7 +165,9 @@ def main() -> int:
         if uses_postgres()
         else f"sqlite under {home}"
     )
-    print(f"DAGSTER_HOME={home} ({where})")
+    with DagsterInstance.from_config(str(home)) as inst:
+        pools = {p.name: p.limit for p in inst.event_log_storage.get_pool_limits()}
+    print(f"DAGSTER_HOME={home} ({where}); pool limits {pools}")
     return 0
 
 

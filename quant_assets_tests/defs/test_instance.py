@@ -28,6 +28,27 @@ def test_default_home_uses_sqlite(tmp_path):
         assert inst.run_monitoring_enabled and inst.run_launcher.supports_check_run_worker_health
 
 
+def test_prepared_instance_limits_the_gpu_pool_to_one_and_keeps_a_users_limit(tmp_path):
+    """Two trainings never share a device: the `gpu` pool starts at 1 slot; a limit a user set survives."""
+    home = instance.prepare_home(tmp_path / "home", env={})
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        info = inst.event_log_storage.get_concurrency_info("gpu")
+        assert info.slot_count == 1 and not info.claimed_slots
+        assert {p.name: p.limit for p in inst.event_log_storage.get_pool_limits()} == {"gpu": 1}
+        inst.event_log_storage.set_concurrency_slots("gpu", 2)  # as `dagster instance concurrency set gpu 2`
+    instance.prepare_home(home, env={})  # `make ui` again
+    with dg.DagsterInstance.from_config(str(home)) as inst:
+        assert inst.event_log_storage.get_concurrency_info("gpu").slot_count == 2
+    # the module entry point prints the limits in force
+    out = subprocess.run([sys.executable, "-m", "quant_assets.instance"], capture_output=True, text=True,
+                         env={**os.environ, "DAGSTER_HOME": str(home)}, check=True).stdout  # fmt: skip
+    assert "pool limits {'gpu': 2}" in out
+    # the pool the models take is the one limited
+    from quant_assets.defs.models.assets import liquid_student
+
+    assert liquid_student.op.pool == "gpu" and "gpu" in instance.POOL_LIMITS
+
+
 @pytest.mark.postgres
 def test_materialisation_is_recorded_in_postgres_and_read_back(tmp_path, postgres_db, monkeypatch):
     for k, v in postgres_db.items():
