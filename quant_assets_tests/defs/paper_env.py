@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 
 from quant_assets import lake
-from quant_assets.backtest.inputs import MATRIX_TABLE
+from quant_assets.backtest.inputs import FUNDING_TABLE, MATRIX_TABLE
 from quant_assets.defs.models.tables import MODEL_PREDICTIONS, TEACHER_OOF, replace_partition
 from quant_assets.defs.models.tracking import MlflowTracking, registered_name
 from quant_assets.gates.calibration import calibrate_entry
@@ -56,6 +56,16 @@ def matrix(seed: int = 0) -> pl.DataFrame:
     )
 
 
+def funding(seed: int = 1) -> pl.DataFrame:
+    """Settlements at 00/08/16 UTC (the funding_rates schema), published at the settlement time."""
+    ts = pl.datetime_range(dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2024, 3, 6, tzinfo=dt.UTC), "8h",
+                           closed="left", time_unit="ms", eager=True)  # fmt: skip
+    rate = np.random.default_rng(seed).normal(1e-4, 2e-4, len(ts))
+    return pl.DataFrame({"ts": ts, "symbol": SYMBOL, "funding_rate": rate, "mark_price": None}).with_columns(
+        pl.col("mark_price").cast(pl.Float64), available_at=pl.col("ts"), date=pl.col("ts").dt.date()
+    )
+
+
 def fit_teacher(df: pl.DataFrame) -> tuple[TeacherFit, pl.DataFrame]:
     """LightGBM on Feb 1-20, its predictions of Feb 21-29 as the out-of-fold record (never trained on)."""
     train = df.filter(
@@ -92,6 +102,7 @@ def build(d: Path, mp: pytest.MonkeyPatch) -> dict:
     mp.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     df = matrix()
     lake.write_window(MATRIX_TABLE, df, FIRST, LAST)
+    lake.write_window(FUNDING_TABLE, funding(), FIRST, LAST)
     fit, oof = fit_teacher(df)
     replace_partition(TEACHER_OOF, CUTOFF, ["liquid_teacher"], oof.with_columns(
         cutoff=pl.lit(CUTOFF), model=pl.lit("liquid_teacher")))  # fmt: skip
@@ -112,7 +123,7 @@ def build(d: Path, mp: pytest.MonkeyPatch) -> dict:
     save_fit(fit, d / "fit")
     run.log_artifacts(d / "fit", "teacher/BTC_1h")
     version = run.register("teacher", SYMBOL, HORIZON, "teacher/BTC_1h", PARTITION,
-                           tags={"entry_threshold": repr(entry), "confidence_min": repr(conf)})  # fmt: skip
+                           tags={"entry_threshold": repr(entry), "confidence_min": repr(conf), "gates_passed": "true"})  # fmt: skip
     run.end()
     mlflow.client().set_registered_model_alias(NAME, "champion", version)
     return {"entry_threshold": entry, "confidence_min": conf, "version": version}

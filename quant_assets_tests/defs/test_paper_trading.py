@@ -11,7 +11,7 @@ import pytest
 from quant_assets import lake
 from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.engine import run_backtest
-from quant_assets.backtest.inputs import MATRIX_TABLE
+from quant_assets.backtest.inputs import FUNDING_TABLE, MATRIX_TABLE
 from quant_assets.defs.operations.assets import paper_trading
 from quant_assets.defs.operations.tables import (
     PAPER_FILLS,
@@ -76,7 +76,9 @@ def test_two_days_carry_the_position_and_equal_one_backtest_of_both(mlflow, base
     cfg = BacktestConfig.for_horizon(
         HORIZON, threshold=base[1]["entry_threshold"], min_confidence=base[1]["confidence_min"]
     )
-    whole = run_backtest(frame, cfg)
+    funding = lake.read(FUNDING_TABLE, D1, D3)
+    whole = run_backtest(frame, cfg, funding=funding)
+    assert pnl["funding"].sum() == pytest.approx(whole.metrics["funding"]) != 0.0
     assert marks["pnl"].to_numpy() == pytest.approx(whole.pnl, abs=1e-9)
     assert pnl["cum_pnl"][1] == pytest.approx(whole.metrics["total_pnl"])
     assert lake.read(PAPER_ORDERS).height == lake.read(PAPER_FILLS).height == whole.metrics["n_trades"]
