@@ -96,7 +96,7 @@ class MultimodalConfig:
     gate_w0_grid: tuple[float, ...] = (-2.0, 0.0, 2.0)
     gate_w1_grid: tuple[float, ...] = (0.0, 1.0, 3.0)
     gate_val_fraction: float = 0.25
-    gate_max_rows: int = 200_000  # the gate search fits on an evenly strided subset beyond this
+    gate_max_rows: int = 50_000  # the gate search fits on an evenly strided subset beyond this (cost)
     gate_override: float | None = None  # a fixed gate value (0: the base model alone); None = fitted
     seed: int = 0
     # BLAS threads: the solves are small, and on a shared 2-core machine more threads ran 10x slower
