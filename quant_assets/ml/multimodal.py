@@ -471,7 +471,7 @@ def paired_day_bootstrap_delta(
 @dataclass
 class EvalResult:
     table: pl.DataFrame  # one row per mode, scheme, ablation: metrics and deltas against full
-    predictions: pl.DataFrame  # symbol, ts, mode, scheme, ablation, prediction (OOS rows only)
+    predictions: pl.DataFrame  # symbol, ts, mode, scheme, ablation, prediction (OOS rows; empty unless kept)
 
 
 def evaluate(
@@ -482,6 +482,7 @@ def evaluate(
     backtest=None,
     funding: pl.DataFrame | None = None,
     feature_keys: Sequence[str] = FEATURE_KEYS,
+    keep_predictions: bool = True,
 ) -> EvalResult:
     """OOS metrics of each candidate under each ablation on walk-forward and purged k-fold folds.
 
@@ -524,14 +525,17 @@ def evaluate(
                     row.update(delta_mse=row["mse"] - full_m["mse"], delta_mae=row["mae"] - full_m["mae"],
                                delta_ic=d, delta_ic_low=lo, delta_ic_high=hi)  # fmt: skip
                 rows.append(row)
-                preds.append(frame.select("symbol", "ts").with_columns(
-                    mode=pl.lit(mcfg.mode), scheme=pl.lit(scheme), ablation=pl.lit(ablation),
-                    prediction=pl.Series(p)).filter(pl.col("prediction").is_not_nan()))  # fmt: skip
+                if keep_predictions:  # rows x modes x schemes x ablations: skip when only metrics are wanted
+                    preds.append(frame.select("symbol", "ts").with_columns(
+                        mode=pl.lit(mcfg.mode), scheme=pl.lit(scheme), ablation=pl.lit(ablation),
+                        prediction=pl.Series(p)).filter(pl.col("prediction").is_not_nan()))  # fmt: skip
     table = pl.DataFrame(rows, infer_schema_length=None).with_columns(horizon=pl.lit(cfg.horizon))
     for c in ("delta_mse", "delta_mae", "delta_ic", "delta_ic_low", "delta_ic_high"):
         if c not in table.columns:
             table = table.with_columns(pl.lit(None, pl.Float64).alias(c))
-    return EvalResult(table, pl.concat(preds))
+    empty = pl.DataFrame(schema={"symbol": pl.String, "ts": frame.schema["ts"], "mode": pl.String,
+                                 "scheme": pl.String, "ablation": pl.String, "prediction": pl.Float64})  # fmt: skip
+    return EvalResult(table, pl.concat(preds) if preds else empty)
 
 
 def _metrics(p: np.ndarray, y: np.ndarray) -> dict:

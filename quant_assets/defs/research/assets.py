@@ -461,7 +461,14 @@ def evaluate_partition(context, key: str, config: MultimodalEvalRunConfig, mlflo
     for h in HORIZONS:
         ecfg = config.build(h)
         try:
-            res = mm.evaluate(tf.frame, cfgs, ecfg, backtest=BacktestConfig.for_horizon(h), funding=funding)
+            res = mm.evaluate(
+                tf.frame,
+                cfgs,
+                ecfg,
+                backtest=BacktestConfig.for_horizon(h),
+                funding=funding,
+                keep_predictions=False,
+            )
         except ValueError as exc:
             raise dg.Failure(f"{EVAL} partition {key}, horizon {h}: {exc}") from exc
         tables.append(res.table)
