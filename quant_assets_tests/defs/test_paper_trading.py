@@ -191,14 +191,14 @@ def test_a_student_champion_scores_the_day_from_a_look_back_before_it(mlflow, tm
     run = mlflow.start_run("liquid_student 2024-02-01")
     run.log_artifacts(out, "student")
     version = run.register("student", SYMBOL, HORIZON, "student", paper_env.PARTITION,
-                           tags={"entry_threshold": "0.0", "confidence_min": "0.0"})  # fmt: skip
+                           tags={"entry_threshold": "0.0", "confidence_min": "0.0", "gates_passed": "true"})  # fmt: skip
     run.end()
     client = mlflow.client()
     client.delete_registered_model_alias(NAME, "champion")
     client.set_registered_model_alias("liquid_BTC_1h_student", "champion", version)
 
     m = meta(trade(mlflow, D1))
-    assert m["champion_status"][f"{SYMBOL} {HORIZON}"].endswith(": trading")
+    assert m["champion_status"][f"{SYMBOL} {HORIZON}"].endswith(": trading"), m["champion_status"]
     marks = day_rows(PAPER_MARKS, D1)
     assert marks["model"][0] == "liquid_student" and marks.height == 288
     assert marks["score"].is_not_null().all()  # 00:00's window reaches back into Feb 29
