@@ -28,8 +28,8 @@ from quant_assets.backtest.inputs import FUNDING_TABLE, MATRIX_TABLE
 from quant_assets.defs.evaluation.assets import CANDIDATE_ALIAS, candidate_models, fold_windows
 from quant_assets.defs.evaluation.checks import candidate_gates
 from quant_assets.defs.evaluation.tables import read_candidate_partition
-from quant_assets.defs.models.assets import RIDGE, TEACHER, liquid_student, liquid_teacher
-from quant_assets.defs.models.tables import MODEL_PREDICTIONS, TEACHER_OOF, read_partition
+from quant_assets.defs.models.assets import RIDGE, STUDENT, TEACHER, liquid_student, liquid_teacher
+from quant_assets.defs.models.tables import MODEL_PREDICTIONS, TEACHER_OOF, read_partition, replace_partition
 from quant_assets.defs.models.tracking import MlflowTracking
 from quant_assets.features.keys import LOOKBACK
 from quant_assets.gates import GATES
@@ -193,7 +193,12 @@ def test_a_planted_signal_passes_gets_the_alias_and_is_reported_beside_the_ceili
     assert abs(information_coefficient(j["p"], j[f"label_{h}"]) - r["oos_ic"]) > 1e-4
 
     # Re-evaluated with a stricter IC threshold (run config): the partition's rows are replaced, nothing
-    # passes, and the `candidate` alias is taken back from the versions that lost it.
+    # passes, and the `candidate` alias is taken back from the versions that lost it. Student predictions
+    # of the month (the teacher's, relabelled: the student's own training is test_models' business)
+    # join the candidates, judged on their walk-forward of student months: one month, so the after-cost
+    # gate says it has nothing to score yet.
+    replace_partition(MODEL_PREDICTIONS, CUTOFF, [STUDENT], read_partition(MODEL_PREDICTIONS, CUTOFF, TEACHER)
+                      .with_columns(model=pl.lit(STUDENT)))  # fmt: skip
     inst = dg.DagsterInstance.local_temp(str(tmp_path / "instance"))
     strict = dg.materialize(
         [liquid_teacher, liquid_student, candidate_models, candidate_gates],
@@ -206,9 +211,14 @@ def test_a_planted_signal_passes_gets_the_alias_and_is_reported_beside_the_ceili
     )
     inst.dispose()
     again = read_candidate_partition(CUTOFF)
-    assert again.height == rows.height and not again["passed"].any()
+    assert again.height == rows.height + len(COINS) * 2 and not again["passed"].any()  # + the student's
     assert {gate(x, "oos_ic")["threshold"] for x in again.iter_rows(named=True)} == {0.5}
     assert aliased(client) == [] and not strict.success
+    st = again.filter(pl.col("model") == STUDENT)
+    assert st.height == len(COINS) * 2 and (st["registered_version"] == "").all()
+    for x in st.iter_rows(named=True):
+        assert "1 walk-forward window(s)" in gate(x, "pnl_after_cost")["reason"], x
+        assert x["n_oos"] > 8000 and "whole-day interval" in gate(x, "oos_ic")["reason"], x  # March, labelled
 
 
 def test_teacher_folds_become_equal_time_windows_of_the_predicted_rows():
