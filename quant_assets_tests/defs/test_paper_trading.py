@@ -210,3 +210,25 @@ def test_a_student_champion_scores_the_day_from_a_look_back_before_it(mlflow, tm
                            np.zeros((rows.height, 2), dtype="float32"), ("label_1h", "label_4h"), None)  # fmt: skip
     want = predict(out, direct)[:, 0][rows["ts"].to_numpy() >= np.datetime64("2024-03-01")][:288]
     np.testing.assert_allclose(marks["score"].to_numpy(), want, rtol=1e-6)
+
+
+def test_a_crash_before_the_positions_land_is_redone_from_the_day_before(mlflow, monkeypatch):
+    trade(mlflow, D1)
+    real = lake.write_window
+
+    def crash_on_positions(table, *args, **kwargs):
+        if table == PAPER_POSITIONS:
+            raise OSError("killed while committing paper_positions")
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(lake, "write_window", crash_on_positions)
+    assert not trade(mlflow, D2, raise_on_error=False).success
+    assert day_rows(PAPER_PNL, D2).height == 1 and day_rows(PAPER_POSITIONS, D2).height == 0  # half a day
+    monkeypatch.setattr(lake, "write_window", real)
+    with dg.DagsterInstance.ephemeral() as fresh:  # the restart: nothing but the lake
+        m = meta(trade(mlflow, D2, fresh))
+    assert m["state"] == "books continue from paper_positions of 2024-03-01"
+    pnl = lake.read(PAPER_PNL).sort("date")
+    assert pnl.height == 2 and pnl["cum_pnl"][1] == pytest.approx(pnl["pnl"][0] + pnl["pnl"][1])
+    assert lake.read(PAPER_ORDERS).height == lake.read(PAPER_FILLS).height == pnl["n_orders"].sum()
+    assert lake.read(PAPER_POSITIONS)["date"].sort().to_list() == [dt.date(2024, 3, 1), dt.date(2024, 3, 2)]
