@@ -17,6 +17,13 @@ the coins of one timestamp like neuralforecast's multivariate TSMixerx (the benc
 96, 10 coins, a target and 4 exogenous columns, 12 outputs -> about 47k parameters at the defaults).
 LayerNorm, not BatchNorm: a sample's output must not depend on which other samples share its batch,
 or a 2-rank DDP step would differ from the 1-process step on the same global batch.
+
+Layout (speed, not maths): inside, activations are time-major, [P, B, C]. A mixing over time is then
+one matrix product of the [P, P] weight with the [P, B * C] activations (no transposed copy of the
+batch per block), and a mixing over channels works on the last axis as usual. The time projection
+likewise reads x as [L, B * N * V]: `ml.windows.Windows` gathers windows time-major, so that is a
+view; any other x is copied once. Weights are the same nn.Linear parameters a batch-major version
+would hold (same state_dict), applied as W @ h.
 """
 
 from __future__ import annotations
@@ -56,9 +63,11 @@ class MixerBlock(nn.Module):
         )
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [B, P, C]
-        t = self.time_mlp(self.time_norm(h).transpose(1, 2)).transpose(1, 2)
-        h = h + self.drop(torch.relu(t))
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # [P, B, C], time-major
+        z = self.time_norm(h)
+        # the time-mixing linear for every sample and channel at once: [P, P] @ [P, B * C]
+        t = torch.addmm(self.time_mlp.bias[:, None], self.time_mlp.weight, z.reshape(len(z), -1))
+        h = h + self.drop(torch.relu(t.view(h.shape)))
         return h + self.drop(self.feat_mlp(self.feat_norm(h)))
 
 
@@ -84,17 +93,19 @@ class TSMixer(nn.Module):
         if x.shape[1:] != (c.input_len, c.n_series, c.n_vars):
             raise ValueError(f"TSMixer: input shape {tuple(x.shape)}, config wants [B, {c.input_len}, "
                              f"{c.n_series}, {c.n_vars}]")  # fmt: skip
-        h = self.time_proj(x.flatten(2).transpose(1, 2)).transpose(1, 2)  # [B, P, N * V]
-        h = h.reshape(B, c.mix_len, N, V)
+        P = c.mix_len
+        # time projection, L -> P steps, of every series and variable: [P, L] @ [L, B * N * V]
+        xt = x.transpose(0, 1).reshape(L, B * N * V)  # a view when x is time-major (ml.windows)
+        h = torch.addmm(self.time_proj.bias[:, None], self.time_proj.weight, xt).view(P, B, N, V)
         if self.coin_emb is not None:
             if coin is None:
                 raise ValueError("TSMixer: config has a coin embedding, so forward needs coin ids [B, N]")
-            e = self.coin_emb(coin)[:, None].expand(B, c.mix_len, N, c.coin_dim)
+            e = self.coin_emb(coin)[None].expand(P, B, N, c.coin_dim)
             h = torch.cat([h, e], dim=-1)
-        h = self.embed(h).flatten(2)  # [B, P, N * d]
+        h = self.embed(h).view(P, B, N * c.d_series)  # [P, B, C]
         for block in self.blocks:
             h = block(h)
-        h = h.reshape(B, c.mix_len, N, c.d_series).permute(0, 2, 1, 3).flatten(2)  # [B, N, P * d]
+        h = h.view(P, B, N, c.d_series).permute(1, 2, 0, 3).reshape(B, N, P * c.d_series)  # [B, N, P * d]
         return self.head(h)
 
     def n_params(self) -> int:

@@ -149,14 +149,23 @@ class Standardizer:
 
 
 class Windows:
-    """Windows of `input_len` rows over one [T, F] tensor, by strided view: no copy until a batch is gathered."""
+    """Windows of `input_len` rows over one [T, F] tensor: no copy until a batch is gathered.
+
+    `view` is the strided [T - L + 1, F, L] view of every window (x.unfold). A batch is gathered
+    time-major: one index_select of the B * L rows into a [L, B, F] tensor, returned as its [B, L, F]
+    transpose. The values are the windows' rows in order; the layout lets a model's mixing over time
+    read [L, B * F] without a copy (ml.tsmixer), and the row gather is faster than indexing the view.
+    """
 
     def __init__(self, x: torch.Tensor, input_len: int):
         if x.ndim != 2 or x.shape[0] < input_len:
             raise ValueError(f"Windows: need a [T >= {input_len}, F] tensor, got {tuple(x.shape)}")
         self.input_len = input_len
+        self.x = x
         self.view = x.unfold(0, input_len, 1)  # [T - L + 1, F, L], shares x's storage
+        self.steps = torch.arange(input_len - 1, -1, -1, device=x.device)[:, None]  # rows before the end
 
     def __call__(self, ends: torch.Tensor) -> torch.Tensor:
-        """[B] window end rows -> [B, L, F] (one gather)."""
-        return self.view[ends - (self.input_len - 1)].transpose(1, 2)
+        """[B] window end rows -> [B, L, F] (one gather; the storage is time-major [L, B, F])."""
+        rows = (ends[None, :] - self.steps).reshape(-1)
+        return self.x.index_select(0, rows).view(self.input_len, len(ends), -1).transpose(0, 1)
