@@ -259,8 +259,10 @@ def fit(
 
 
 def _fit(
-    x, y, cfg: MultimodalConfig, ts, feature_keys: tuple[str, ...], zeroed: tuple[str, ...]
+    x, y, cfg: MultimodalConfig, ts, feature_keys: tuple[str, ...], zeroed: tuple[str, ...], scaler=None
 ) -> MultimodalFit:
+    """`scaler`: one already fitted on exactly these rows' finite-target subset (the ablations of a fold
+    share it); None fits it here."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != (len(y), len(feature_keys)):
@@ -271,7 +273,7 @@ def _fit(
     unknown = sorted(set(zeroed) - set(feature_keys))
     if unknown:
         raise ValueError(f"multimodal.fit: zeroed columns {unknown} are not among the feature keys")
-    scaler = Standardiser.fit(x)  # training rows only: the rows passed here
+    scaler = scaler if scaler is not None else Standardiser.fit(x)  # training rows only: the rows passed here
     out = MultimodalFit(cfg.mode, feature_keys, tuple(zeroed), scaler, (), np.zeros(0), 0.0,
                         gate_override=cfg.gate_override, train_rows=len(y))  # fmt: skip
     z = out._z(x)
@@ -401,12 +403,34 @@ def oos_predictions(
 
     The fit sees only the fold's training rows (standardiser included); `fits`, when given, receives
     each fold's fitted model in order."""
-    out = np.full(len(y), np.nan)
-    for tr, te in folds:
-        f = fit(x[tr], y[tr], cfg, ts=ts[tr], feature_keys=feature_keys, zeroed=zeroed)
-        out[te] = f.predict(x[te])
-        if fits is not None:
-            fits.append(f)
+    out = oos_by_ablation(x, y, ts, folds, cfg, {"_": tuple(zeroed)}, feature_keys, fits)
+    return out["_"]
+
+
+def oos_by_ablation(
+    x: np.ndarray,
+    y: np.ndarray,
+    ts: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    cfg: MultimodalConfig,
+    zeroed: dict[str, Sequence[str]],
+    feature_keys: Sequence[str] = FEATURE_KEYS,
+    fits: list | None = None,
+) -> dict[str, np.ndarray]:
+    """`oos_predictions` for several ablations ({name: zeroed columns}) on the same folds: each fold's
+    training rows are cut and standardised once and shared by the ablations (zeroing a column after
+    standardising is the same as zeroing it before: it ends at the training mean either way)."""
+    feature_keys = tuple(feature_keys)
+    out = {a: np.full(len(y), np.nan) for a in zeroed}
+    with threadpoolctl.threadpool_limits(cfg.threads):
+        for tr, te in folds:
+            xt, yt, tt = x[tr], y[tr], ts[tr]
+            scaler = Standardiser.fit(xt[np.isfinite(yt)])
+            for a, cols in zeroed.items():
+                f = _fit(xt, yt, cfg, tt, feature_keys, tuple(cols), scaler=scaler)
+                out[a][te] = f.predict(x[te])
+                if fits is not None:
+                    fits.append(f)
     return out
 
 
@@ -505,10 +529,9 @@ def evaluate(
     blocks = {s: cfg.block_days or fold_days(fs, days) for s, fs in folds.items()}
     for mcfg in modes:
         for scheme, fs in folds.items():
-            oos = {
-                a: oos_predictions(x, y, ts, fs, mcfg, ZEROED[a], feature_keys)
-                for a in ("full", "no_text", "no_macro")
-            }
+            oos = oos_by_ablation(x, y, ts, fs, mcfg, {a: ZEROED[a] for a in ("full", "no_text", "no_macro")},
+                                  feature_keys)  # fmt: skip
+
             oos["event_window"] = np.where(event_rows, oos["full"], np.nan)
             for ablation in ABLATIONS:
                 p = oos[ablation]
