@@ -58,13 +58,13 @@ def test_each_backbone_overfits_a_tiny_batch_with_exogenous_inputs(name):
         model(x[:, :, :4], coin)  # a missing exogenous column is an error, not a silent reshape
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     losses = []
-    for _ in range(300):
+    for _ in range(150):
         loss = ((model(x, coin) - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    # seen here: falls by 1e3-1e6 (the batch is memorised)
+    # seen here after 150 steps: falls by 1.2e2 (TFT) to 1.3e6 (PatchTST): the batch is memorised
     assert losses[-1] < losses[0] / 10, (name, losses[0], losses[-1])
     # the exogenous columns matter to the fitted model: shuffling one across the batch moves the output
     x2 = x.clone()
