@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 # Servers listen on loopback only; `make ui BIND_HOST=0.0.0.0` exposes them, deliberately.
 BIND_HOST ?= 127.0.0.1
 
-.PHONY: install demo test lint ui mlflow backfill status bench validate-deploy clean
+.PHONY: install browser demo test lint ui mlflow backfill status bench validate-deploy clean
 
 # torch==2.13.0 first: it is the CPU wheel on this disk; nothing else may pull a CUDA build.
 $(STAMP): pyproject.toml
@@ -19,12 +19,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
+
+# Debian's Chromium for the browser test (quant_assets_tests/ui), driven by Playwright through
+# /usr/bin/chromium; never Playwright's own browser download. Installed only when missing and only
+# as root (CI, a fresh machine); otherwise the browser test skips and says why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		(apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 \
+		 || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null)) \
+		&& echo "installed $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	fi
 
 demo: $(STAMP)  ## raw + audit (+ features) for the two latest months, then a summary
 	$(VENV)/bin/quant-assets demo
 
-test: $(STAMP)  ## lint, architecture contracts, the whole suite
+test: $(STAMP) browser  ## lint, architecture contracts, the whole suite
 	$(VENV)/bin/ruff check quant_assets quant_assets_tests benchmarks
 	$(VENV)/bin/ruff format --check quant_assets quant_assets_tests benchmarks
 	$(VENV)/bin/lint-imports
@@ -34,9 +44,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format quant_assets quant_assets_tests benchmarks
 	$(VENV)/bin/ruff check --fix quant_assets quant_assets_tests benchmarks
 
+# quant_assets.ui prepares DAGSTER_HOME and runs `dagster dev` in-process from it (no warning about the
+# repo-root dagster.yaml template), stoppable by SIGTERM even when started in the background; exec:
+# the signal reaches it, not a shell.
 ui: $(STAMP)  ## Dagster webserver + daemon on http://127.0.0.1:3000
-	$(PY) -m quant_assets.instance
-	$(VENV)/bin/dagster dev -m quant_assets.definitions -h $(BIND_HOST) -p 3000
+	exec $(PY) -m quant_assets.ui dagster dev -h $(BIND_HOST) -p 3000
 
 mlflow: $(STAMP)  ## MLflow UI on http://127.0.0.1:5000 over the embedded store (.mlflow/)
 	mkdir -p .mlflow/artifacts

@@ -18,6 +18,12 @@ from quant_assets.defs.raw.assets import RAW_KEYS
 from quant_assets.universe import HISTORY_START
 
 AUDIT_GROUP = "audit"
+OWNERS = ["team:quant-data"]
+# Audits follow the raw data: once a day, after every raw table has been rebuilt since midnight UTC
+# (the daily_running_month schedule rebuilds them at 00:20 when switched on; a manual raw run of all
+# tables does too). The `automation` sensor evaluates it; the daily_audits schedule stays as it was.
+# Not eager(): its "no missing upstream" rule would wait for every month since 2018 to be built.
+AUTOMATION = dg.AutomationCondition.on_cron("0 0 * * *", "UTC")
 
 
 def _scans(context: dg.AssetExecutionContext) -> tuple[dict[str, pl.LazyFrame | None], dict[str, str]]:
@@ -35,6 +41,9 @@ class ReadinessConfig(dg.Config):
     group_name=AUDIT_GROUP,
     deps=RAW_KEYS,
     kinds={"delta", "polars"},
+    owners=OWNERS,
+    tags={"layer": "audit"},
+    automation_condition=AUTOMATION,
     description=f"Coverage per required table and coin over the trailing {coverage.READINESS_WINDOW_DAYS} days; "
     f"`ready` only when every required table has >= {coverage.MIN_REQUIRED_COVERAGE:.0%} of its buckets.",
 )
@@ -66,6 +75,9 @@ def required_data_readiness(
     group_name=AUDIT_GROUP,
     deps=RAW_KEYS,
     kinds={"delta", "polars"},
+    owners=OWNERS,
+    tags={"layer": "audit"},
+    automation_condition=AUTOMATION,
     description="2018->now: expected buckets per coin and table (from each coin's listing), present, ratio; "
     "with a month x coin heatmap per table.",
 )
@@ -102,8 +114,10 @@ def full_history_audit(context: dg.AssetExecutionContext) -> dg.MaterializeResul
 
 
 def _heatmap_markdown(by_month: pl.DataFrame) -> str:
-    """A month x coin coverage heatmap per table, embedded as a PNG in markdown."""
+    """A month x coin coverage heatmap per table with its legend (a colour bar of coverage, grey for
+    months before a coin's listing), embedded as a base64 PNG in the markdown the UI renders."""
     import matplotlib
+    from matplotlib.patches import Patch
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -111,7 +125,10 @@ def _heatmap_markdown(by_month: pl.DataFrame) -> str:
     tables = by_month.get_column("table").unique(maintain_order=True).to_list()
     # grey: no buckets expected (the coin was not listed yet)
     cmap = matplotlib.colormaps["RdYlGn"].with_extremes(bad="lightgrey")
-    fig, axes = plt.subplots(len(tables), 1, figsize=(12, 1.6 * len(tables) + 0.5), squeeze=False)
+    fig, axes = plt.subplots(
+        len(tables), 1, figsize=(12, 1.6 * len(tables) + 1.0), squeeze=False, layout="constrained"
+    )
+    image = None
     for ax, name in zip(axes[:, 0], tables, strict=True):
         wide = (
             by_month.filter(pl.col("table") == name)
@@ -119,13 +136,21 @@ def _heatmap_markdown(by_month: pl.DataFrame) -> str:
             .sort("symbol")
         )
         grid = wide.drop("symbol").to_numpy().astype(float)
-        ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
+        image = ax.imshow(grid, aspect="auto", vmin=0, vmax=1, cmap=cmap, interpolation="nearest")
         ax.set_yticks(range(wide.height), wide.get_column("symbol").to_list(), fontsize=6)
         months = wide.columns[1:]
         ticks = [i for i, m in enumerate(months) if m.endswith("-01")]
         ax.set_xticks(ticks, [months[i][:4] for i in ticks], fontsize=6)
         ax.set_title(f"{name}: coverage by month (grey = not listed)", fontsize=8)
-    fig.tight_layout()
+    bar = fig.colorbar(image, ax=axes[:, 0].tolist(), fraction=0.03, pad=0.01)
+    bar.set_label("coverage: present / expected buckets", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+    fig.legend(
+        handles=[Patch(color="lightgrey", label="not listed yet (no buckets expected)")],
+        loc="outside lower right",
+        fontsize=7,
+        frameon=False,
+    )
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)

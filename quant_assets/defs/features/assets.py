@@ -14,6 +14,7 @@ import polars as pl
 
 from quant_assets import lake
 from quant_assets.defs.common import Progress, day_window, months, utc_now
+from quant_assets.defs.features.columns import TABLE_SCHEMAS, column_schema
 from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS, LOOKAHEAD, LOOKBACK
 from quant_assets.features.market_latent import market_latent as market_latent_fn
 from quant_assets.features.matrix import feature_matrix
@@ -22,6 +23,12 @@ from quant_assets.features.social import social_text_latent as social_text_laten
 from quant_assets.partitions import monthly
 
 FEATURE_GROUP = "features"
+OWNERS = ["team:quant-data"]
+# Said in every description: the UI's partition picker takes the key, not the month (2026-10 errors).
+PARTITION_NOTE = (
+    " Monthly partitions, keyed by the month's first day: type `2026-10-01` in the partition picker "
+    "(a range: `2026-01-01...2026-03-01`)."
+)
 POLICY = dg.BackfillPolicy.single_run()
 # A month reads the tail of the previous month (look-back); labels read the head of the next.
 LOOK_BACK = dg.TimeWindowPartitionMapping(start_offset=-1)
@@ -53,16 +60,24 @@ def _within(lf: pl.LazyFrame, m0: dt.date, m1: dt.date) -> pl.LazyFrame:
 
 
 def feature_asset(*, deps: list, description: str, kinds: frozenset = frozenset({"delta", "polars"})):
-    """The decorator every feature table shares: monthly, one-run backfills, eager automation."""
-    return dg.asset(
-        group_name=FEATURE_GROUP,
-        partitions_def=monthly,
-        backfill_policy=POLICY,
-        automation_condition=AUTOMATION,
-        kinds=set(kinds),
-        deps=deps,
-        description=description,
-    )
+    """The decorator every feature table shares: monthly, one-run backfills, eager automation, the
+    table's described column schema (the function's name is the table's), owners and tags."""
+
+    def decorate(fn):
+        return dg.asset(
+            group_name=FEATURE_GROUP,
+            partitions_def=monthly,
+            backfill_policy=POLICY,
+            automation_condition=AUTOMATION,
+            kinds=set(kinds),
+            deps=deps,
+            description=description + PARTITION_NOTE,
+            metadata={"dagster/column_schema": column_schema(TABLE_SCHEMAS[fn.__name__])},
+            owners=OWNERS,
+            tags={"layer": "features", "grain": "5m"},
+        )(fn)
+
+    return decorate
 
 
 BARS_WITH_LOOK_BACK = [
@@ -99,8 +114,11 @@ def _write(
         writer.add(df)
         progress.step(f"{m0:%Y-%m}: {df.height:,} rows")
     commit = writer.commit()
+    written = lake.scan(table, start, end, version=commit.version).collect_schema()
     return {
         "rows": dg.MetadataValue.int(commit.rows),
+        # What this commit holds (the definition's schema is the contract; this is the table as written).
+        "dagster/column_schema": column_schema(written),
         "window": f"[{start}, {end})",
         # The version this run committed (not the table's latest, which may already be another's).
         "delta_version": dg.MetadataValue.int(commit.version),

@@ -8,6 +8,7 @@ import polars as pl
 from quant_assets import lake
 from quant_assets.defs.common import day_window, utc_now
 from quant_assets.defs.features.assets import feature_matrix_main, feature_snapshots_main
+from quant_assets.defs.raw.checks import partition_label
 from quant_assets.features.keys import LABEL_KEYS, LIQUID_FULL_FEATURE_KEYS, LOOKAHEAD
 
 # Below this share of labelled rows (outside the last LOOKAHEAD, which cannot have labels yet)
@@ -36,9 +37,12 @@ def feature_matrix_contract(context: dg.AssetCheckExecutionContext) -> dg.AssetC
         .row(0, named=True)
     )
     passed = not missing and stats["duplicates"] == 0 and stats["future_rows"] == 0 and stats["rows"] > 0
+    partition = partition_label(context)
     return dg.AssetCheckResult(
         passed=passed,
-        metadata={**stats, "missing_columns": ", ".join(missing) or "none"},
+        metadata={"partition": partition, **stats, "missing_columns": ", ".join(missing) or "none"},
+        description=f"partition {partition}: {stats['rows']:,} rows, {stats['duplicates']:,} duplicated, "
+        f"{stats['future_rows']:,} in the future, missing columns: {', '.join(missing) or 'none'}",
     )
 
 
@@ -58,10 +62,17 @@ def label_coverage(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResul
         .row(0, named=True)
     )
     worst = min((cov[k] or 0.0) for k in LABEL_KEYS) if cov["rows"] else 0.0
+    partition = partition_label(context)
     return dg.AssetCheckResult(
         passed=worst >= MIN_LABEL_COVERAGE,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"rows": cov["rows"], **{f"coverage_{k}": float(cov[k] or 0.0) for k in LABEL_KEYS}},
+        metadata={
+            "partition": partition,
+            "rows": cov["rows"],
+            **{f"coverage_{k}": float(cov[k] or 0.0) for k in LABEL_KEYS},
+        },
+        description=f"partition {partition}: worst label coverage {worst:.1%} of {cov['rows']:,} rows "
+        f"(at least {MIN_LABEL_COVERAGE:.0%} required)",
     )
 
 
@@ -83,7 +94,13 @@ def snapshots_unique_on_grid(context: dg.AssetCheckExecutionContext) -> dg.Asset
         .collect()
         .row(0, named=True)
     )
-    return dg.AssetCheckResult(passed=stats["duplicates"] == 0 and stats["off_grid"] == 0, metadata=stats)
+    partition = partition_label(context)
+    return dg.AssetCheckResult(
+        passed=stats["duplicates"] == 0 and stats["off_grid"] == 0,
+        metadata={"partition": partition, **stats},
+        description=f"partition {partition}: {stats['rows']:,} rows, {stats['duplicates']:,} duplicated, "
+        f"{stats['off_grid']:,} off the 5m grid",
+    )
 
 
 feature_checks = [feature_matrix_contract, label_coverage, snapshots_unique_on_grid]

@@ -14,12 +14,28 @@ import polars as pl
 
 from quant_assets import lake
 from quant_assets.defs.common import Progress, day_window, months, utc_now
+from quant_assets.defs.raw.columns import column_schema
 from quant_assets.partitions import monthly
 from quant_assets.resources import MarketDataSource
 from quant_assets.schemas import RAW_TABLE_NAMES, RAW_TABLES
 
 RAW_GROUP = "raw"
 RAW_KEYS = [dg.AssetKey(t) for t in RAW_TABLE_NAMES]
+OWNERS = ["team:quant-data"]
+# Said in every description: the UI's partition picker takes the key, not the month (2026-10 errors).
+PARTITION_NOTE = (
+    " Monthly partitions, keyed by the month's first day: type `2026-10-01` in the partition picker "
+    "(a range: `2026-01-01...2026-03-01`)."
+)
+
+
+def _grain(spec) -> str:
+    """The tag saying how often a row is expected per coin (`event`: sparse, no cadence; the entity
+    catalogue is restated monthly)."""
+    if spec.cadence is None:
+        return "monthly" if spec.name == "entities" else "event"
+    hours, rest = divmod(int(spec.cadence.total_seconds()), 3600)
+    return f"{hours}h" if not rest else f"{int(spec.cadence.total_seconds()) // 60}m"
 
 
 def _spec(table: str) -> dg.AssetSpec:
@@ -27,14 +43,11 @@ def _spec(table: str) -> dg.AssetSpec:
     return dg.AssetSpec(
         key=table,
         group_name=RAW_GROUP,
-        description=spec.description,
+        description=spec.description + PARTITION_NOTE,
         kinds={"delta", "polars"},
-        metadata={
-            "key": ", ".join(spec.key),
-            "dagster/column_schema": dg.TableSchema(
-                columns=[dg.TableColumn(c, str(t)) for c, t in spec.columns.items()]
-            ),
-        },
+        owners=OWNERS,
+        tags={"layer": "raw", "grain": _grain(spec)},
+        metadata={"key": ", ".join(spec.key), "dagster/column_schema": column_schema(table)},
     )
 
 

@@ -31,6 +31,16 @@ RULE_DESCRIPTIONS = {
 }
 
 
+def partition_label(context) -> str:
+    """The partition a check evaluated, as the UI names it: one key (`2026-10-01`, a month's first day)
+    or a range `first...last`. Every check result carries it in its metadata and description, since
+    the checks themselves are not partitioned and their history lists every window in one column."""
+    if context.has_partition_key:
+        return context.partition_key
+    keys = context.partition_key_range
+    return keys.start if keys.start == keys.end else f"{keys.start}...{keys.end}"
+
+
 def _built_at(context, table: str) -> dt.datetime:
     """The build time recorded by the latest materialization of `table` (now, if none)."""
     event = context.instance.get_latest_materialization_event(dg.AssetKey(table))
@@ -60,11 +70,13 @@ def _table_checks(table: str) -> dg.AssetChecksDefinition:
                 failed[outcome.name] = failed.get(outcome.name, 0) + outcome.failed_rows
                 if outcome.failed_rows and outcome.name not in samples:
                     samples[outcome.name] = f"month {m0:%Y-%m}:\n\n{outcome.sample_markdown()}"
+        partition = partition_label(context)
         selected = {k.name for k in context.selected_asset_check_keys}
         for rule in quality.rule_names(table):
             if rule not in selected:
                 continue
             metadata = {
+                "partition": partition,
                 "failed_rows": dg.MetadataValue.int(failed.get(rule, 0)),
                 "rows_checked": dg.MetadataValue.int(rows),
                 "window": f"[{start}, {end})",
@@ -76,7 +88,12 @@ def _table_checks(table: str) -> dg.AssetChecksDefinition:
                 check_name=rule,
                 passed=failed.get(rule, 0) == 0,
                 metadata=metadata,
-                description=None if failed.get(rule, 0) == 0 else f"{failed[rule]:,} rows fail `{rule}`",
+                description=f"partition {partition}: "
+                + (
+                    f"{failed[rule]:,} of {rows:,} rows fail `{rule}`"
+                    if failed.get(rule, 0)
+                    else f"{rows:,} rows pass"
+                ),
             )
 
     return _check
