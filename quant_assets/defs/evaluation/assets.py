@@ -33,6 +33,7 @@ import polars as pl
 from quant_assets import coverage, lake
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE
 from quant_assets.defs.common import markdown_table, utc_now
+from quant_assets.defs.conditions import FOLLOW_RUNNING_CUTOFF
 from quant_assets.defs.evaluation.config import CandidateRunConfig
 from quant_assets.defs.evaluation.tables import CANDIDATE_SCHEMA, replace_candidates
 from quant_assets.defs.lineage import snapshot_scans
@@ -281,6 +282,7 @@ def candidates_markdown(table: pl.DataFrame) -> dg.MetadataValue:
     partitions_def=model_cutoffs,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[liquid_teacher, liquid_student],
+    automation_condition=FOLLOW_RUNNING_CUTOFF,  # re-gated with its models (defs/conditions.py)
     kinds={"mlflow", "delta", "polars"},
     description="Every model of the partition (teacher, its ridge baseline, student) judged by the gates on its OOS "
     "walk-forward: IC interval, hit rate, after-cost PnL with earlier-window entry thresholds, windows beating the "

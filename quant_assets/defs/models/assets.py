@@ -27,6 +27,7 @@ from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.engine import run_horizons
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE, backtest_inputs_from_lake
 from quant_assets.defs.common import markdown_table
+from quant_assets.defs.conditions import FOLLOW_RUNNING_CUTOFF
 from quant_assets.defs.lineage import recorded_snapshot
 from quant_assets.defs.models.config import StudentRunConfig, TeacherRunConfig
 from quant_assets.defs.models.tables import (
@@ -363,6 +364,7 @@ def _start_model_run(
     group_name=MODELS_GROUP,
     partitions_def=model_cutoffs,
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range is one run: its cut-offs in order
+    automation_condition=FOLLOW_RUNNING_CUTOFF,  # the running cut-off: monthly, then daily (defs/conditions.py)
     deps=[FEATURE_DEP],
     kinds={"lightgbm", "mlflow", "delta"},
     description="LightGBM per coin and horizon (ridge baseline beside it) trained on feature_matrix_main rows "
@@ -440,6 +442,21 @@ def _loss_plot(manifest: dict, run) -> None:
     plt.close(fig)
 
 
+def _init_weights(init_from: str, dst: Path, mlflow: MlflowTracking) -> str:
+    """A local directory of the student to fine-tune from: an MLflow model URI is downloaded into `dst`
+    (the registry's artifact copy: student.pt, read with weights_only by the training)."""
+    if not init_from.startswith("models:/"):
+        if not (Path(init_from) / "student.pt").is_file():
+            raise dg.Failure(f"{STUDENT}: init_from {init_from!r} is neither a models:/ URI nor a directory "
+                             "holding student.pt")  # fmt: skip
+        return init_from
+    import mlflow as mlflow_lib
+
+    path = mlflow_lib.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(dst),
+                                                   tracking_uri=mlflow.resolved_uri())  # fmt: skip
+    return str(path)
+
+
 def train_student_partition(
     context: dg.AssetExecutionContext,
     key: str,
@@ -477,6 +494,7 @@ def train_student_partition(
             Path(tmp) / "student.json",
         )
         rows.write_parquet(inputs)
+        init_dir = _init_weights(config.init_from, Path(tmp) / "init", mlflow) if config.init_from else None
         student_cfg = {
             "inputs": str(inputs), "out_dir": str(out_dir), "feature_columns": list(LIQUID_FEATURE_KEYS),
             "label_columns": [f"label_{h}" for h in HORIZONS], "teacher_columns": [f"teacher_{h}" for h in HORIZONS],
@@ -484,6 +502,7 @@ def train_student_partition(
             "input_len": config.input_len, "coin_embedding": config.coin_embedding, "model": {**config.model, "dropout": config.dropout},
             "steps": config.steps, "global_batch": config.global_batch, "lr": config.lr,
             "eval_every": config.eval_every, "seed": config.seed, "threads": config.threads,
+            "init_from": init_dir,
         }  # fmt: skip
         cfg_path.write_text(json.dumps(student_cfg, indent=1))
         context.log.info(f"{STUDENT} {key}: {rows.height:,} rows")
@@ -514,9 +533,10 @@ def train_student_partition(
 
         run = _start_model_run(
             context, mlflow, STUDENT, key, cutoff, window, rows.height, {**versions, TEACHER_OOF: oof_version},
-            params={**{f"student.{k}": v for k, v in student_cfg.items() if k not in ("inputs", "out_dir")},
+            params={**{f"student.{k}": v for k, v in student_cfg.items() if k not in ("inputs", "out_dir", "init_from")},
                     **{f"launch.{k}": v for k, v in launched.items()}},
-            tags={"teacher_run": teacher_meta.get("mlflow_run_id", "")},
+            tags={"teacher_run": teacher_meta.get("mlflow_run_id", ""),
+                  **({"init_from": config.init_from} if config.init_from else {})},
         )  # fmt: skip
         ok = False
         try:
@@ -570,6 +590,7 @@ def train_student_partition(
         "table_versions": dg.MetadataValue.json({**versions, TEACHER_OOF: oof_version}),
         "pinned_as": owner,
         "oos_ic": markdown_table(table, max_rows=60) if table.height else "no labelled rows in the month yet",
+        "init_from": config.init_from or "none (a fresh model)",
         "month_predictions": dg.MetadataValue.int(preds.height),
         "mlflow_run": dg.MetadataValue.url(run.link),
         "mlflow_run_id": run.run_id,
@@ -587,6 +608,7 @@ def train_student_partition(
     group_name=MODELS_GROUP,
     partitions_def=model_cutoffs,
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range is one run: its cut-offs in order
+    automation_condition=FOLLOW_RUNNING_CUTOFF,  # the running cut-off: monthly, then daily (defs/conditions.py)
     deps=[liquid_teacher, FEATURE_DEP],
     pool="gpu",  # two trainings never share a device
     kinds={"pytorch", "mlflow", "delta"},

@@ -94,3 +94,7 @@ class StudentRunConfig(dg.Config):
     threads: int = 1
     model: dict[str, int] = {}  # integer TSMixerConfig fields (d_series, mix_len, ff_dim, n_blocks, coin_dim)
     dropout: float = 0.0  # TSMixer dropout; 0 keeps DDP equal to one process (masks are per rank)
+    # Fine-tuning: start from this student's weights and scaling instead of a fresh model. An MLflow
+    # model URI (`models:/liquid_BTC_1h_student@champion`, `models:/liquid_BTC_1h_student/3`) or a local
+    # directory holding student.pt + student.json. The fine-tune sensor sets it with `steps`.
+    init_from: str | None = None

@@ -38,6 +38,7 @@ from quant_assets import lake
 from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE
 from quant_assets.defs.common import markdown_table
+from quant_assets.defs.conditions import AFTER_THE_DAY
 from quant_assets.defs.models.tracking import MlflowTracking
 from quant_assets.defs.operations import champions as reg
 from quant_assets.defs.operations.reference import oos_reference
@@ -123,6 +124,8 @@ def champion_status(c: reg.Champion, day: dt.date, freshness_days: int) -> str:
         return f"stale: cut-off {c.partition}, fresh until {limit - dt.timedelta(days=1)} ({freshness_days} days after its month)"
     if not c.calibrated:
         return "no calibrated entry_threshold / confidence_min (version tags or candidate_models)"
+    if not c.gates_passed:  # paper trading runs only models whose gates passed (a re-evaluation may fail one)
+        return "gates not passed: the version's gates_passed tag (candidate_models) is not true"
     return TRADING
 
 
@@ -284,6 +287,7 @@ def _state_cols(s: BookState) -> dict:
     partitions_def=daily,
     backfill_policy=dg.BackfillPolicy.single_run(),  # a range is one run, its days in order (state carries)
     deps=[MATRIX_DEP],
+    automation_condition=AFTER_THE_DAY,  # the last complete day, once its inputs land (defs/conditions.py)
     kinds={"mlflow", "delta"},
     description="The champions' paper trading of the day: orders, fills, marks, PnL and positions in the lake "
     "(paper_orders, paper_fills, paper_marks, paper_pnl, paper_positions), carried from the day before's "

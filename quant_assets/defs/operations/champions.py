@@ -43,6 +43,7 @@ class Champion:
     source: str  # artifact URI of the model files
     entry_threshold: float  # NaN when neither the version nor candidate_models has one
     confidence_min: float
+    gates_passed: bool = False  # the version's `gates_passed` tag (candidate_models' verdict) is "true"
 
     @property
     def model(self) -> str:
@@ -95,7 +96,7 @@ def _champion(client, rm, version: str) -> Champion:
     if not (math.isfinite(entry) and math.isfinite(conf)):
         entry, conf = _candidate_thresholds(rm.name, str(mv.version))
     return Champion(rm.name, str(mv.version), kind, symbol, horizon, tags.get("partition", ""), mv.source,
-                    entry, conf)  # fmt: skip
+                    entry, conf, tags.get("gates_passed") == "true")  # fmt: skip
 
 
 def model_version(mlflow: MlflowTracking, name: str, version: str) -> Champion:

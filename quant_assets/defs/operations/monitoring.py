@@ -34,6 +34,7 @@ import polars as pl
 from quant_assets import lake
 from quant_assets.backtest.inputs import MATRIX_TABLE
 from quant_assets.defs.common import markdown_table
+from quant_assets.defs.conditions import AFTER_THE_DAY
 from quant_assets.defs.models.tracking import MlflowTracking
 from quant_assets.defs.operations import champions as reg
 from quant_assets.defs.operations.assets import MATRIX_DEP, OPERATIONS_GROUP, paper_trading
@@ -236,6 +237,7 @@ def monitor_day(day: dt.date, cfg: MonitoringConfig, mlflow: MlflowTracking, run
     partitions_def=paper_trading.partitions_def,
     backfill_policy=dg.BackfillPolicy.single_run(),
     deps=[paper_trading, MATRIX_DEP],
+    automation_condition=AFTER_THE_DAY,  # after the day's paper trading (defs/conditions.py)
     kinds={"mlflow", "delta"},
     description="Performance (IC, hit rate against realised returns known by the day's end), prediction and "
     "feature drift (PSI against the training distribution), confidence calibration (reliability, ECE) and "
