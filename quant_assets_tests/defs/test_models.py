@@ -8,6 +8,7 @@ import shutil
 import dagster as dg
 import polars as pl
 import pytest
+from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
 from quant_assets import lake
 from quant_assets.cli import run_layer
@@ -25,6 +26,7 @@ from quant_assets.defs.models.assets import (
 from quant_assets.defs.models.config import TeacherRunConfig
 from quant_assets.defs.models.tables import BACKTEST_RUNS, MODEL_PREDICTIONS, TEACHER_OOF, read_partition
 from quant_assets.defs.models.tracking import MlflowTracking
+from quant_assets.ml.training_frame import STEP
 
 MARCH = "2024-03-01"
 CUTOFF = dt.datetime(2024, 3, 1, tzinfo=dt.UTC)
@@ -207,3 +209,50 @@ def test_the_student_trains_under_torchrun_through_pipes_and_only_rank_0_reports
     assert {"student/student.pt", "student/student.json"} <= {
         a.path for a in mlflow.client().list_artifacts(meta["mlflow_run_id"], "student")
     }
+
+
+def test_one_ranged_run_backfills_each_cutoff_as_its_own_walk_forward_partition(env):
+    """February and March in ONE run (BackfillPolicy.single_run): each cut-off trains on its own past,
+    predicts its own month, is pinned and registered under its own key."""
+    inst, mlflow, _ = env
+    feb, mar = dt.datetime(2024, 2, 1, tzinfo=dt.UTC), CUTOFF
+    res = dg.materialize(
+        [liquid_teacher],
+        instance=inst,
+        tags={ASSET_PARTITION_RANGE_START_TAG: "2024-02-01", ASSET_PARTITION_RANGE_END_TAG: MARCH},
+        run_config={
+            "ops": {"liquid_teacher": {"config": {**TEACHER_FAST, "workers": 1}}}
+        },  # no spawned workers
+        resources={"mlflow": mlflow},
+    )
+    assert sorted(e.partition for e in res.get_asset_materialization_events()) == ["2024-02-01", MARCH]
+    assert inst.get_materialized_partitions(liquid_teacher.key) >= {"2024-02-01", MARCH}
+    client = mlflow.client()
+    run_ids = {}
+    for cutoff, key in ((feb, "2024-02-01"), (mar, MARCH)):
+        month_end = (cutoff + dt.timedelta(days=32)).replace(day=1)
+        # predictions: this month's rows only, from this partition's own MLflow run
+        preds = read_partition(MODEL_PREDICTIONS, cutoff, TEACHER)
+        assert preds.height == 2 * lake.read(MATRIX_TABLE, cutoff.date(), month_end.date()).height > 0
+        assert preds["ts"].min() >= cutoff and preds["ts"].max() < month_end
+        assert (preds["cutoff"] == cutoff).all()
+        [run_id] = preds["version"].unique().to_list()
+        run_ids[key] = run_id
+        run = client.get_run(run_id)
+        assert run.data.tags["partition"] == key
+        assert run.data.tags["table_version.feature_matrix_main"] == str(lake.version(MATRIX_TABLE))
+        # training rows (the out-of-fold record): every label interval ends before this cut-off ...
+        oof = read_partition(TEACHER_OOF, cutoff, TEACHER)
+        horizon = (
+            pl.when(pl.col("horizon") == "1h").then(pl.duration(hours=1)).otherwise(pl.duration(hours=4))
+        )
+        label_end = oof.select(pl.col("ts") + STEP + horizon)["ts"]
+        assert oof.height > 0 and label_end.max() < cutoff
+        # ... and reach into the last day before it: the window moved with the cut-off
+        assert oof["ts"].max() > cutoff - dt.timedelta(days=1)
+    assert run_ids["2024-02-01"] != run_ids[MARCH]
+    # each partition pinned the versions it read, under its own owner
+    owners = set(lake.read_table(lake.PINS_TABLE)["owner"])
+    assert {"liquid_teacher/2024-02-01", "liquid_teacher/2024-03-01"} <= owners
+    assert [v.tags["partition"] for v in client.search_model_versions("name = 'liquid_BTC_1h_teacher'")
+            if v.run_id == run_ids["2024-02-01"]] == ["2024-02-01"]  # fmt: skip
