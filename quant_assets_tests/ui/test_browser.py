@@ -31,6 +31,8 @@ import pytest
 from quant_assets.partitions import monthly
 from quant_assets.schemas import RAW_TABLES
 
+pytestmark = pytest.mark.slow  # ~60 s idle: dagster dev's start, a run's worker, the shutdown
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "ui"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,7 +48,7 @@ CHROMIUM_ARGS = [
 # A loaded two-core box: the code location takes ~40 s to load, a run's worker ~25 s to start.
 STARTUP_TIMEOUT_S = 180
 RUN_TIMEOUT_S = 240
-UI_TIMEOUT_MS = 60_000
+UI_TIMEOUT_MS = 120_000
 STOP_TIMEOUT_S = 30
 
 
@@ -92,7 +94,7 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def dagster_dev(tmp_path):
-    """`dagster dev` through quant_assets.ui on a free port; yields (process, base url, DAGSTER_HOME)."""
+    """`dagster dev` through quant_assets.ui on a free port; yields (process, base url, DAGSTER_HOME, log)."""
     _require_browser()
     home, port = tmp_path / "dagster_home", _free_port()
     env = {
@@ -127,7 +129,7 @@ def dagster_dev(tmp_path):
             )
         time.sleep(1)
     try:
-        yield proc, base, home
+        yield proc, base, home, tmp_path / "dagster_dev.log"
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -152,92 +154,96 @@ def test_a_first_user_materialises_a_raw_month_from_the_ui_reads_its_checks_and_
 ):
     from playwright.sync_api import expect, sync_playwright
 
-    proc, base, home = dagster_dev
+    proc, base, home, log = dagster_dev
     month = monthly.get_partition_keys()[-3]  # inside the picker's default "last 90 days", not the latest
     shots: list[Path] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         page.set_default_timeout(UI_TIMEOUT_MS)
+        try:
+            # 1. The asset graph: every layer is a group.
+            page.goto(f"{base}/asset-groups")
+            graph = page.locator("body")
+            for group in ("raw", "features", "audit", "models"):
+                expect(graph).to_contain_text(group)
+            shots.append(_shot(page, "01_asset_graph"))
 
-        # 1. The asset graph: every layer is a group.
-        page.goto(f"{base}/asset-groups")
-        graph = page.locator("body")
-        for group in ("raw", "features", "audit", "models"):
-            expect(graph).to_contain_text(group)
-        shots.append(_shot(page, "01_asset_graph"))
+            # 2. One raw month from the asset page: Materialize… -> type the month's key -> Launch 1 run.
+            page.goto(f"{base}/assets/market_bars")
+            expect(page.locator("body")).to_contain_text(RAW_TABLES["market_bars"].description)
+            page.locator("button", has_text="Materialize…").first.click()
+            dialog = page.locator(".bp5-dialog").first
+            picker = dialog.get_by_placeholder("No matching partitions")
+            picker.fill(month)
+            picker.press("Enter")
+            expect(dialog).to_contain_text("1 partition")
+            shots.append(_shot(page, "02_partition_picker"))
+            dialog.get_by_role("button", name="Launch 1 run").click()
 
-        # 2. One raw month from the asset page: Materialize… -> type the month's key -> Launch 1 run.
-        page.goto(f"{base}/assets/market_bars")
-        expect(page.locator("body")).to_contain_text(RAW_TABLES["market_bars"].description)
-        page.locator("button", has_text="Materialize…").first.click()
-        dialog = page.locator(".bp5-dialog").first
-        picker = dialog.get_by_placeholder("No matching partitions")
-        picker.fill(month)
-        picker.press("Enter")
-        expect(dialog).to_contain_text("1 partition")
-        shots.append(_shot(page, "02_partition_picker"))
-        dialog.get_by_role("button", name="Launch 1 run").click()
+            with dg.DagsterInstance.from_config(str(home)) as instance:
+                deadline = time.monotonic() + RUN_TIMEOUT_S
+                runs = []
+                while time.monotonic() < deadline:
+                    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": month}))
+                    if runs and runs[0].is_finished:
+                        break
+                    time.sleep(1)
+                assert runs, f"no run for partition {month} was launched from the UI"
+                run = runs[0]
+                assert run.status == dg.DagsterRunStatus.SUCCESS, f"run {run.run_id}: {run.status}"
+                events = _events(instance, run.run_id)
 
-        with dg.DagsterInstance.from_config(str(home)) as instance:
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            runs = []
-            while time.monotonic() < deadline:
-                runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/partition": month}))
-                if runs and runs[0].is_finished:
-                    break
-                time.sleep(1)
-            assert runs, f"no run for partition {month} was launched from the UI"
-            run = runs[0]
-            assert run.status == dg.DagsterRunStatus.SUCCESS, f"run {run.run_id}: {run.status}"
-            events = _events(instance, run.run_id)
+            # The run wrote market_bars for that month and every check of the table passed, naming it.
+            [mat] = [e.asset_materialization for e in events if e.asset_materialization]
+            assert mat.asset_key == dg.AssetKey("market_bars") and mat.partition == month
+            assert mat.metadata["rows"].value > 0
+            checks = {
+                e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
+                for e in events
+                if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
+            }
+            assert set(checks) >= {"schema", "unique_key", "in_window_on_grid", "ohlc_sanity"}
+            for name, evaluation in checks.items():
+                assert evaluation.passed, name
+                assert evaluation.metadata["partition"].value == month, name
 
-        # The run wrote market_bars for that month and every check of the table passed, naming it.
-        [mat] = [e.asset_materialization for e in events if e.asset_materialization]
-        assert mat.asset_key == dg.AssetKey("market_bars") and mat.partition == month
-        assert mat.metadata["rows"].value > 0
-        checks = {
-            e.dagster_event.event_specific_data.check_name: e.dagster_event.event_specific_data
-            for e in events
-            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_CHECK_EVALUATION"
-        }
-        assert set(checks) >= {"schema", "unique_key", "in_window_on_grid", "ohlc_sanity"}
-        for name, evaluation in checks.items():
-            assert evaluation.passed, name
-            assert evaluation.metadata["partition"].value == month, name
+            # How long the run waited in the queue (dagster.yaml: dequeue_interval_seconds) and for its worker.
+            at = {}
+            for e in events:
+                if e.dagster_event and e.dagster_event.event_type_value not in at:
+                    at[e.dagster_event.event_type_value] = e.timestamp
+            figures = {
+                "queued_to_starting_s": round(at["PIPELINE_STARTING"] - at["PIPELINE_ENQUEUED"], 2),
+                "starting_to_started_s": round(at["PIPELINE_START"] - at["PIPELINE_STARTING"], 2),
+                "run_s": round(at["PIPELINE_SUCCESS"] - at["PIPELINE_START"], 2),
+            }
+            print(f"\nrun {run.run_id} ({month}) from the UI: {figures}")
 
-        # How long the run waited in the queue (dagster.yaml: dequeue_interval_seconds) and for its worker.
-        at = {}
-        for e in events:
-            if e.dagster_event and e.dagster_event.event_type_value not in at:
-                at[e.dagster_event.event_type_value] = e.timestamp
-        figures = {
-            "queued_to_starting_s": round(at["PIPELINE_STARTING"] - at["PIPELINE_ENQUEUED"], 2),
-            "starting_to_started_s": round(at["PIPELINE_START"] - at["PIPELINE_STARTING"], 2),
-            "run_s": round(at["PIPELINE_SUCCESS"] - at["PIPELINE_START"], 2),
-        }
-        print(f"\nrun {run.run_id} ({month}) from the UI: {figures}")
+            # The run page shows its success.
+            page.goto(f"{base}/runs/{run.run_id}")
+            expect(page.locator("body")).to_contain_text("Success")
+            shots.append(_shot(page, "03_run_success"))
 
-        # The run page shows its success.
-        page.goto(f"{base}/runs/{run.run_id}")
-        expect(page.locator("body")).to_contain_text("Success")
-        shots.append(_shot(page, "03_run_success"))
+            # 3. The asset check results of market_bars, each with its partition.
+            page.goto(f"{base}/assets/market_bars?view=checks")
+            body = page.locator("body")
+            for name in ("schema", "unique_key", "ohlc_sanity"):
+                expect(body).to_contain_text(name)
+            expect(body).to_contain_text(re.compile("Passed|Succeeded"))
+            shots.append(_shot(page, "04_asset_checks"))
 
-        # 3. The asset check results of market_bars, each with its partition.
-        page.goto(f"{base}/assets/market_bars?view=checks")
-        body = page.locator("body")
-        for name in ("schema", "unique_key", "ohlc_sanity"):
-            expect(body).to_contain_text(name)
-        expect(body).to_contain_text(re.compile("Passed|Succeeded"))
-        shots.append(_shot(page, "04_asset_checks"))
-
-        # 4. A model asset's page: its description, kinds and cut-off partitions.
-        page.goto(f"{base}/assets/liquid_teacher")
-        body = page.locator("body")
-        expect(body).to_contain_text("LightGBM per coin and horizon")
-        expect(body).to_contain_text("lightgbm", ignore_case=True)
-        shots.append(_shot(page, "05_model_asset"))
-        browser.close()
+            # 4. A model asset's page: its description, kinds and cut-off partitions.
+            page.goto(f"{base}/assets/liquid_teacher")
+            body = page.locator("body")
+            expect(body).to_contain_text("LightGBM per coin and horizon")
+            expect(body).to_contain_text("lightgbm", ignore_case=True)
+            shots.append(_shot(page, "05_model_asset"))
+        except Exception:
+            print(f"\nfailed at {page.url}; screenshot {_shot(page, 'failure')}")
+            raise
+        finally:
+            browser.close()
 
     (ARTIFACTS / "figures.json").write_text(json.dumps({"run_id": run.run_id, "partition": month, **figures}))
     print(f"screenshots in {ARTIFACTS}: {', '.join(p.name for p in shots)}")
@@ -254,3 +260,6 @@ def test_a_first_user_materialises_a_raw_month_from_the_ui_reads_its_checks_and_
         time.sleep(0.5)
     assert not [p for p in services if _alive(p)], f"still running after SIGTERM: {services}"
     print(f"dagster dev stopped {stopped_in:.1f} s after SIGTERM")
+    # Started from DAGSTER_HOME: no warning about the repo-root dagster.yaml (the template) in its log.
+    text = log.read_text()
+    assert "Launching Dagster services" in text and "Found a dagster instance configuration" not in text
