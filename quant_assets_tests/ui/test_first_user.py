@@ -5,6 +5,7 @@ and the `make ui` wrapper's arguments."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import io
 import subprocess
 from pathlib import Path
@@ -127,6 +128,34 @@ def test_the_audits_follow_the_raw_data_daily_and_the_heatmap_has_its_legend():
     # coverage 0.5 alone (the heatmaps) is yellow, so a red pixel can only be the bar's.
     red = (image[..., 0] > 0.6) & (image[..., 1] < 0.25) & (image[..., 2] < 0.25)
     assert red.any()
+
+
+def test_the_audits_are_requested_once_a_day_after_every_raw_table_has_updated():
+    from quant_assets.definitions import defs
+    from quant_assets.defs.raw.assets import RAW_KEYS
+
+    # Only the events matter to the condition: the raw materialisations are reported, not built.
+    now = dt.datetime.now(dt.UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    audits = dg.AssetSelection.assets(full_history_audit, required_data_readiness)
+
+    def evaluate(at, cursor=None):
+        return dg.evaluate_automation_conditions(
+            defs=defs, instance=inst, asset_selection=audits, evaluation_time=at, cursor=cursor
+        )
+
+    with dg.DagsterInstance.ephemeral() as inst:
+        before = evaluate(midnight - dt.timedelta(minutes=5))
+        for key in RAW_KEYS[:-1]:
+            inst.report_runless_asset_event(dg.AssetMaterialization(key, partition="2026-10-01"))
+        partial = evaluate(now, before.cursor)
+        inst.report_runless_asset_event(dg.AssetMaterialization(RAW_KEYS[-1], partition="2026-10-01"))
+        complete = evaluate(now + dt.timedelta(seconds=30), partial.cursor)
+        again = evaluate(now + dt.timedelta(seconds=60), complete.cursor)
+    assert (before.total_requested, partial.total_requested) == (0, 0)  # 8 of 9 raw tables: wait
+    assert complete.get_num_requested(full_history_audit.key) == 1
+    assert complete.get_num_requested(required_data_readiness.key) == 1
+    assert again.total_requested == 0  # once per day's tick, not on every sensor evaluation
 
 
 def test_the_local_instance_dequeues_every_second_and_make_ui_runs_dagster_dev_from_dagster_home():
