@@ -10,9 +10,15 @@ row whose interval meets a held-out row's interval (`quant_assets.validation.int
 `embargo_td = 5m + h` after each held-out block (de Prado's `getEmbargoTimes`; only k-fold has training
 rows after a held-out block). Rows with a null label for the horizon are not trained on, nor scored.
 
-Target. The models learn clip(label / vol_288, +-target_clip) (`TeacherConfig.scale_column`) and their
-output is multiplied back by the row's vol_288, so every prediction (oof, predict) is in label units;
-vol_288 is a feature, known at the row's close. Early stopping watches the tail's IC (`stop_metric`).
+Target. The models learn clip((label - offset) / vol_288, +-target_clip) (`TeacherConfig.scale_column`)
+and predict offset + vol_288 x their output, so every prediction (oof, predict) is in label units;
+vol_288 is a feature, known at the row's close. `offset` is the mean label, weighted by 1 / vol_288, of
+the rows that model is fitted on (a fold's own training rows for its out-of-fold predictions, never a
+row it predicts), so the learnt target has mean 0 (`_Coin.offset`): a label
+nets a cost that does not scale with volatility (label_4h: 2 x est_cost, ~0.75 vol_288 on the
+simulator); divided by vol_288 with the rest and multiplied back, that constant became -0.75 x vol_288
+in every prediction, most of a prediction's variance when early stopping keeps few rounds (the canary's
+BTC 4h month: IC 0.001 against the ridge's 0.227). Early stopping watches the tail's IC (`stop_metric`).
 
 Per coin, for horizon h:
 1. Early stopping: the last `val_days` days of the coin's labelled rows are the validation tail; the
@@ -113,10 +119,10 @@ class TeacherConfig:
     n_kfold: int = 5  # purged k-fold splits; 0 skips the k-fold metrics
     seed: int = 0
     num_threads: int = 1
-    # Models learn clip(label / scale_column, +-target_clip) and predict it times scale_column: the planted
-    # effects and the noise both scale with the coin's volatility, and L2 on raw returns is dominated by
-    # its wildest days (measured on the simulator, 4 coins, 2 months fit, 2 months scored: LightGBM's
-    # 1h IC 0.021 on raw labels, 0.034-0.042 on vol_288-scaled clipped ones). None: raw labels.
+    # Models learn clip((label - offset) / scale_column, +-target_clip) and predict offset + scale_column x
+    # that (module docstring, Target): the planted effects and the noise both scale with the coin's
+    # volatility, and L2 on raw returns is dominated by its wildest days (measured on the simulator, 4
+    # coins, 2 months fit, 2 months scored: LightGBM's 1h IC 0.021 on raw labels, 0.034-0.042 on vol_288-scaled clipped ones). None: raw labels.
     scale_column: str | None = "vol_288"
     target_clip: float = 5.0  # in units of scale_column; 0 = no clip
     # Early stopping on the tail's "l2" or "ic" (Pearson of prediction and target). With an IC near 0.1
@@ -242,10 +248,11 @@ class TeacherFit:
     metrics: dict[str, float]
     importance: pl.DataFrame  # feature, gain, split (of the refitted booster)
     notes: tuple[str, ...] = field(default=())  # what the backtest assumed for want of an input
-    # The booster and ridge predict label / scale_column; predict() multiplies back, using scale_fill
-    # (the median training scale) where a row's scale is missing.
+    # The booster and ridge predict (label - label_offset) / scale_column; predict() returns
+    # label_offset + scale x that, using scale_fill (the median training scale) where a row's scale is missing.
     scale_column: str | None = None
     scale_fill: float = 1.0
+    label_offset: float = 0.0  # `_Coin.offset` of the training rows (fits saved before it: 0)
 
 
 @dataclass(frozen=True)
@@ -255,9 +262,20 @@ class _Coin:
     x: np.ndarray  # float64 [rows, features], NaN = missing
     y: np.ndarray  # the label
     scale: np.ndarray  # scale_column (ones without one)
-    target: np.ndarray  # what the models learn: clip(y / scale)
+    clip: float  # target_clip (0: none)
     iv: LabelIntervals
     bars: pl.DataFrame  # ts, symbol, close?, depth? for the backtest
+
+    def offset(self, rows: np.ndarray) -> float:
+        """The label offset of a model fitted on `rows`: their mean label weighted by 1 / scale, so the
+        unclipped target has mean 0 and no constant is left for the scale to multiply."""
+        w = 1.0 / self.scale[rows]
+        return float(np.dot(self.y[rows], w) / w.sum())
+
+    def target(self, rows: np.ndarray, offset: float) -> np.ndarray:
+        """What the models learn on `rows`: clip((y - offset) / scale)."""
+        t = (self.y[rows] - offset) / self.scale[rows]
+        return np.clip(t, -self.clip, self.clip) if self.clip else t
 
 
 def label_column(horizon: str) -> str:
@@ -306,11 +324,17 @@ def _coins(frame: pl.DataFrame, feature_keys: Sequence[str], horizon: str, cfg: 
         iv = LabelIntervals.build(t0, t0 + (STEP + HORIZONS[horizon]))
         y = g.get_column(label_column(horizon)).cast(pl.Float64).to_numpy()
         sc = g.get_column(scale[0]).cast(pl.Float64).to_numpy() if scale else np.ones(len(y))
-        target = y / sc
-        if cfg.target_clip:
-            target = np.clip(target, -cfg.target_clip, cfg.target_clip)
         out.append(
-            _Coin(sym, ts, _features(g, feature_keys), y, sc, target, iv, g.select("ts", "symbol", *extra))
+            _Coin(
+                sym,
+                ts,
+                _features(g, feature_keys),
+                y,
+                sc,
+                cfg.target_clip,
+                iv,
+                g.select("ts", "symbol", *extra),
+            )  # fmt: skip
         )
     return out
 
@@ -333,9 +357,11 @@ def _dataset(x: np.ndarray, y: np.ndarray, names: list[str], reference=None) -> 
 
 
 def _boost(c: _Coin, names, cfg: TeacherConfig, fit: np.ndarray, val: np.ndarray):
-    """The booster early-stopped on `val` and its training Dataset (bins from the `fit` rows only)."""
-    train = _dataset(c.x[fit], c.target[fit], names)
-    valid = _dataset(c.x[val], c.target[val], names, reference=train)
+    """The booster early-stopped on `val` and its training Dataset (bins from the `fit` rows only);
+    both targets are offset by the `fit` rows' label offset."""
+    offset = c.offset(fit)
+    train = _dataset(c.x[fit], c.target(fit, offset), names)
+    valid = _dataset(c.x[val], c.target(val, offset), names, reference=train)
     params = cfg.lgb_params()
     feval = None
     if cfg.stop_metric == "ic":
@@ -359,7 +385,8 @@ def _ic_eval(preds: np.ndarray, data: lightgbm.Dataset) -> tuple[str, float, boo
 
 
 def _fold_models(c: _Coin, names, cfg: TeacherConfig, train: np.ndarray):
-    """A fold's booster (early-stopped on its own purged tail) and ridge, both fitted on `train` rows."""
+    """A fold's booster (early-stopped on its own purged tail) and ridge, both fitted on `train` rows,
+    and the label offset they predict around (`_Coin.offset` of `train`)."""
     span_days = (c.iv.t0[train].max() - c.iv.t0[train].min()) / _DAY_NS
     fit, val = _tail_split(c.iv, train, min(cfg.val_days, span_days / 4))
     if len(fit) < cfg.min_child_samples or len(val) == 0:
@@ -368,19 +395,20 @@ def _fold_models(c: _Coin, names, cfg: TeacherConfig, train: np.ndarray):
             f"stop on; raise the window or lower n_wf_folds/n_kfold (min_child_samples={cfg.min_child_samples})"
         )
     booster, _ = _boost(c, names, cfg, fit, val)
-    ridge = RidgeModel.fit(c.x[train], c.target[train], names, cfg.ridge_alpha)
-    return booster, ridge
+    offset = c.offset(train)
+    ridge = RidgeModel.fit(c.x[train], c.target(train, offset), names, cfg.ridge_alpha)
+    return booster, ridge, offset
 
 
 def _oos(c: _Coin, names, cfg: TeacherConfig, splits) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-sample teacher and ridge predictions for each split's test rows (NaN where none)."""
     pred = {k: np.full(len(c.y), np.nan) for k in KINDS}
     for train, test in splits:
-        booster, ridge = _fold_models(c, names, cfg, train)
-        pred["teacher"][test] = c.scale[test] * booster.predict(
+        booster, ridge, offset = _fold_models(c, names, cfg, train)
+        pred["teacher"][test] = offset + c.scale[test] * booster.predict(
             c.x[test], num_iteration=booster.best_iteration, num_threads=cfg.num_threads
         )
-        pred["ridge"][test] = c.scale[test] * ridge.predict(c.x[test])
+        pred["ridge"][test] = offset + c.scale[test] * ridge.predict(c.x[test])
     return pred["teacher"], pred["ridge"]
 
 
@@ -442,9 +470,10 @@ def _fit_coin(c: _Coin, names: list[str], horizon: str, cfg: TeacherConfig, fund
     # The refit reuses the early-stopping fit's bin edges (found on the rows before the tail): only
     # the rows are binned, no edges searched again (about a Dataset construction saved), and no edge
     # comes from the tail.
-    everything_ds = _dataset(c.x, c.target, names, reference=stopped_rows)
+    offset = c.offset(everything)
+    everything_ds = _dataset(c.x, c.target(everything, offset), names, reference=stopped_rows)
     final = lightgbm.train(cfg.lgb_params(), everything_ds, num_boost_round=best)
-    ridge = RidgeModel.fit(c.x, c.target, names, cfg.ridge_alpha)
+    ridge = RidgeModel.fit(c.x, c.target(everything, offset), names, cfg.ridge_alpha)
 
     # int nanoseconds, the unit of the intervals' axis
     embargo = int((STEP + HORIZONS[horizon]).total_seconds()) * 10**9
@@ -478,7 +507,7 @@ def _fit_coin(c: _Coin, names: list[str], horizon: str, cfg: TeacherConfig, fund
     }).sort("gain", "feature", descending=[True, False])  # fmt: skip
     scale_fill = float(np.median(c.scale))
     return TeacherFit(c.symbol, horizon, final, ridge, best, oof, metrics, importance, tuple(notes),
-                      cfg.scale_column, scale_fill)  # fmt: skip
+                      cfg.scale_column, scale_fill, offset)  # fmt: skip
 
 
 def _fit_coin_pinned(c: _Coin, names: list[str], horizon: str, cfg: TeacherConfig, funding) -> TeacherFit:
@@ -538,15 +567,18 @@ def predict(fits: dict[str, TeacherFit], frame: pl.DataFrame) -> pl.DataFrame:
         if f.scale_column:
             scale = rows.get_column(f.scale_column).cast(pl.Float64).fill_nan(None).to_numpy()
             scale = np.where(np.isfinite(scale) & (scale > 0), scale, f.scale_fill)
-        empty = rows.height == 0
+        pred = base = np.empty(0)
+        if rows.height:  # in label units: the offset plus the scaled output (module docstring, Target)
+            pred = f.label_offset + scale * f.booster.predict(x, num_threads=1)
+            base = f.label_offset + scale * f.ridge.predict(x)
         parts.append(
             pl.DataFrame(
                 {
                     "symbol": pl.Series([sym] * rows.height, dtype=pl.String),
                     "ts": rows.get_column("ts"),
                     "horizon": pl.Series([f.horizon] * rows.height, dtype=pl.String),
-                    "prediction": np.empty(0) if empty else scale * f.booster.predict(x, num_threads=1),
-                    "baseline": np.empty(0) if empty else scale * f.ridge.predict(x),
+                    "prediction": pred,
+                    "baseline": base,
                 }
             )
         )
@@ -574,7 +606,8 @@ def save_fit(fit: TeacherFit, directory: str | Path) -> list[Path]:
     paths[1].write_text(json.dumps(fit.ridge.to_dict()))
     meta = {"symbol": fit.symbol, "horizon": fit.horizon, "best_iteration": fit.best_iteration,
             "metrics": {k: _json_num(float(v)) for k, v in fit.metrics.items()}, "notes": list(fit.notes),
-            "scale_column": fit.scale_column, "scale_fill": fit.scale_fill}  # fmt: skip
+            "scale_column": fit.scale_column, "scale_fill": fit.scale_fill,
+            "label_offset": fit.label_offset}  # fmt: skip
     paths[2].write_text(json.dumps(meta, indent=1, sort_keys=True))
     fit.oof.write_parquet(paths[3])
     fit.importance.write_parquet(paths[4])
@@ -596,6 +629,7 @@ def load_fit(directory: str | Path) -> TeacherFit:
         notes=tuple(meta.get("notes", ())),
         scale_column=meta.get("scale_column"),
         scale_fill=float(meta.get("scale_fill", 1.0)),
+        label_offset=float(meta.get("label_offset", 0.0)),
     )
 
 
