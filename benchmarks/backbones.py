@@ -264,10 +264,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--days", type=int, default=DAYS)
     ap.add_argument("--windows", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=100, help="training steps per throughput run (both sides)")
+    ap.add_argument("--steps", type=int, default=60, help="training steps per throughput run (both sides)")
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument(
-        "--suite-steps", type=int, default=10, help="timed steps per suite backbone (scaled to 300)"
+        "--suite-steps", type=int, default=3, help="timed steps per suite backbone (scaled to 200)"
     )
     ap.add_argument("--ridge-days", type=int, default=30, help="days a coin of windows the ridge is timed on")
     ap.add_argument(
