@@ -190,7 +190,9 @@ def test_a_planted_signal_passes_gets_the_alias_and_is_reported_beside_the_ceili
     j = preds.join(m, on="ts").drop_nulls()
     assert j.height == r["n_oos"]
     assert information_coefficient(j["p"], j[f"fwd_ret_{h}"]) == pytest.approx(r["oos_ic"], abs=1e-9)
-    assert abs(information_coefficient(j["p"], j[f"label_{h}"]) - r["oos_ic"]) > 1e-4
+    # against the label it differs (6e-5 measured: est_cost is nearly constant here, and the teacher no
+    # longer carries it as -cost/vol x vol_288, so label and gross ICs are close), far beyond the match's 1e-9
+    assert abs(information_coefficient(j["p"], j[f"label_{h}"]) - r["oos_ic"]) > 1e-6
 
     # Re-evaluated with a stricter IC threshold (run config): the partition's rows are replaced, nothing
     # passes, and the `candidate` alias is taken back from the versions that lost it. Student predictions
