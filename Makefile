@@ -26,6 +26,7 @@ install: $(STAMP) browser
 # as root (CI, a fresh machine); otherwise the browser test skips and says why.
 browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		export DEBIAN_FRONTEND=noninteractive; \
 		(apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 \
 		 || (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-liberation >/dev/null)) \
 		&& echo "installed $$(/usr/bin/chromium --version 2>/dev/null)"; \
