@@ -31,7 +31,9 @@ import pytest
 from quant_assets.partitions import monthly
 from quant_assets.schemas import RAW_TABLES
 
-pytestmark = pytest.mark.slow  # ~60 s idle: dagster dev's start, a run's worker, the shutdown
+# 71-154 s measured here with the machine shared (load average 9-12): dagster dev's start, the run's
+# worker loading the definitions and the shutdown are most of it.
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "artifacts" / "ui"
