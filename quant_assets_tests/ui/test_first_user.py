@@ -158,10 +158,12 @@ def test_the_audits_are_requested_once_a_day_after_every_raw_table_has_updated()
     assert again.total_requested == 0  # once per day's tick, not on every sensor evaluation
 
 
-def test_the_local_instance_dequeues_every_second_and_make_ui_runs_dagster_dev_from_dagster_home():
-    config = yaml.safe_load((REPO / "dagster.yaml").read_text())["run_coordinator"]["config"]
-    assert config["dequeue_interval_seconds"] == 1 and config["dequeue_use_threads"] is True
-    assert config["max_concurrent_runs"] == 2
+def test_both_instances_dequeue_every_second_and_make_ui_runs_dagster_dev_from_dagster_home():
+    # dagster.yaml (SQLite) and dagster-postgres.yaml (DAGSTER_PG_HOST set): the same queue tuning.
+    for name in ("dagster.yaml", "dagster-postgres.yaml"):
+        config = yaml.safe_load((REPO / name).read_text())["run_coordinator"]["config"]
+        assert config["dequeue_interval_seconds"] == 1 and config["dequeue_use_threads"] is True, name
+        assert config["max_concurrent_runs"] == 2, name
     assert dev_args(["-p", "3000"])[-4:] == ["-h", "127.0.0.1", "-p", "3000"]
     assert dev_args(["-h", "0.0.0.0"]).count("-h") == 1
     out = subprocess.run(
