@@ -3,7 +3,10 @@
 `python -m quant_assets.ui` (what `make ui` runs) starts `dagster dev` on 127.0.0.1 over a temporary
 DAGSTER_HOME and lake, the way a script starts it in the background (SIGINT ignored). The test then
 opens the asset graph, launches one raw month from the asset page's partition picker, waits for the
-run, reads the asset check results and a model asset's page, and stops `dagster dev` with SIGTERM.
+run, reads the asset check results and a model asset's page, trains `vc_model` for that month's cut-off
+in the test's process against the same instance and lake (it needs only the raw event tables: those
+of the month before and of the month), reads its materialisation metadata (AUC, calibration) on its
+asset page, and stops `dagster dev` with SIGTERM.
 Screenshots go to artifacts/ui/ (the path is printed).
 
 Needs /usr/bin/chromium (`make install` installs it as root: apt-get install chromium) and the
@@ -32,7 +35,8 @@ from quant_assets.partitions import monthly
 from quant_assets.schemas import RAW_TABLES
 
 # 71-154 s measured here with the machine shared (load average 9-12): dagster dev's start, the run's
-# worker loading the definitions and the shutdown are most of it.
+# worker loading the definitions and the shutdown are most of it. Training vc_model in process (two
+# months of raw events, MLflow's SQLite store created, 200 steps) adds ~27 s: 100 s in all at load 11.
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,15 +100,16 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture
 def dagster_dev(tmp_path):
-    """`dagster dev` through quant_assets.ui on a free port; yields (process, base url, DAGSTER_HOME, log)."""
+    """`dagster dev` through quant_assets.ui on a free port; yields (process, base url, DAGSTER_HOME, log,
+    the environment naming its instance, lake and MLflow store)."""
     _require_browser()
     home, port = tmp_path / "dagster_home", _free_port()
-    env = {
-        **os.environ,
+    stores = {
         "DAGSTER_HOME": str(home),
         "QUANT_ASSETS_LAKE": str(tmp_path / "lake"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
     }
+    env = {**os.environ, **stores}
     log = (tmp_path / "dagster_dev.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "quant_assets.ui", "-p", str(port)],
@@ -131,7 +136,7 @@ def dagster_dev(tmp_path):
             )
         time.sleep(1)
     try:
-        yield proc, base, home, tmp_path / "dagster_dev.log"
+        yield proc, base, home, tmp_path / "dagster_dev.log", stores
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -151,12 +156,49 @@ def _events(instance: dg.DagsterInstance, run_id: str) -> list[dg.EventLogEntry]
     return [r.event_log_entry for r in instance.get_records_for_run(run_id).records]
 
 
+def _train_vc_model(home: Path, month: str) -> tuple[str, dict]:
+    """vc_model for cut-off `month`, in this process against dagster dev's instance, lake and MLflow store
+    (the definitions' resources): the raw event tables of the month before and of `month` first, so the
+    model learns from the earlier month's news events and is scored on `month`'s. Returns the run id and
+    the materialisation's metadata."""
+    from quant_assets.defs.raw.assets import raw_tables
+    from quant_assets.defs.research.assets import EVENT_TABLES, vc_model
+    from quant_assets.resources import default_resources
+
+    keys = monthly.get_partition_keys()
+    resources = default_resources()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        raw = dg.materialize(
+            [raw_tables],
+            selection=list(EVENT_TABLES),
+            instance=instance,
+            resources=resources,
+            tags={
+                "dagster/asset_partition_range_start": keys[keys.index(month) - 1],
+                "dagster/asset_partition_range_end": month,
+            },
+        )
+        assert raw.success
+        # `fast` keeps the 5,000 most recent events (all of one simulated month's ~150 here); 200 steps.
+        config = {"kind": "fast", "steps": 200}
+        res = dg.materialize(
+            [vc_model],
+            instance=instance,
+            resources=resources,
+            partition_key=month,
+            run_config={"ops": {"vc_model": {"config": config}}},
+        )
+        assert res.success
+        [mat] = res.get_asset_materialization_events()
+        return res.run_id, {k: v.value for k, v in mat.materialization.metadata.items()}
+
+
 def test_a_first_user_materialises_a_raw_month_from_the_ui_reads_its_checks_and_stops_dagster_dev(
-    dagster_dev,
+    dagster_dev, monkeypatch
 ):
     from playwright.sync_api import expect, sync_playwright
 
-    proc, base, home, log = dagster_dev
+    proc, base, home, log, stores = dagster_dev
     month = monthly.get_partition_keys()[-3]  # inside the picker's default "last 90 days", not the latest
     shots: list[Path] = []
     with sync_playwright() as pw:
@@ -247,6 +289,26 @@ def test_a_first_user_materialises_a_raw_month_from_the_ui_reads_its_checks_and_
             expect(body).to_contain_text("LightGBM per coin and horizon")
             expect(body).to_contain_text("lightgbm", ignore_case=True)
             shots.append(_shot(page, "05_model_asset"))
+
+            # 5. A trained model's materialisation metadata: vc_model for cut-off `month` (the raw event
+            # tables only, no feature layer), trained in this process against the same instance and lake.
+            for name, value in stores.items():
+                monkeypatch.setenv(name, value)
+            t0 = time.monotonic()
+            vc_run_id, vc = _train_vc_model(home, month)
+            figures["vc_model_in_process_s"] = round(time.monotonic() - t0, 1)
+            assert vc["cutoff"].startswith(month) and vc["training_events"] >= 100 and vc["oos_events"] >= 100
+            assert vc["oos_auc_student"] > 0.8  # funding / M&A told apart on the month's unseen events
+            page.goto(f"{base}/assets/vc_model")
+            body = page.locator("body")
+            # The latest materialisation is that run's: its MLflow run id and every figure below.
+            expect(body).to_contain_text(vc["mlflow_run_id"])
+            for key in ("oos_auc_student", "oos_ece_student", "training_events", "registered_version"):
+                expect(body).to_contain_text(key)
+            expect(body).to_contain_text(str(vc["training_events"]))
+            shots.append(_shot(page, "06_model_metadata"))
+            print(f"vc_model {month} (run {vc_run_id}) in process: {figures['vc_model_in_process_s']} s, "
+                  f"OOS AUC {vc['oos_auc_student']:.3f} on {vc['oos_events']} events")  # fmt: skip
         except Exception:
             print(f"\nfailed at {page.url}; screenshot {_shot(page, 'failure')}")
             raise
@@ -256,7 +318,7 @@ def test_a_first_user_materialises_a_raw_month_from_the_ui_reads_its_checks_and_
     (ARTIFACTS / "figures.json").write_text(json.dumps({"run_id": run.run_id, "partition": month, **figures}))
     print(f"screenshots in {ARTIFACTS}: {', '.join(p.name for p in shots)}")
 
-    # 5. SIGTERM stops dagster dev, its webserver and its daemon, though started with SIGINT ignored.
+    # 6. SIGTERM stops dagster dev, its webserver and its daemon, though started with SIGINT ignored.
     services = _children(proc.pid)
     assert len(services) >= 2, f"dagster dev runs a webserver and a daemon, found children {services}"
     t0 = time.monotonic()
