@@ -32,7 +32,7 @@ browser:
 		&& echo "installed $$(/usr/bin/chromium --version 2>/dev/null)"; \
 	fi
 
-demo: $(STAMP)  ## raw + audit (+ features) for the two latest months, then a summary
+demo: $(STAMP)  ## the whole loop on 4 months: raw, features, models, gates, promotion, paper trading, monitoring
 	$(VENV)/bin/quant-assets demo
 
 test: $(STAMP) browser  ## lint, architecture contracts, the whole suite

@@ -158,7 +158,10 @@ def feature_columns(champion: Champion, model_dir: Path) -> list[str]:
         from quant_assets.ml.teacher import load_fit
 
         fit = load_fit(model_dir)
-        return [*fit.ridge.feature_keys, *([fit.scale_column] if fit.scale_column else [])]
+        # the scale column (vol_288) is usually a feature too: each column once, or the select fails
+        return list(
+            dict.fromkeys([*fit.ridge.feature_keys, *([fit.scale_column] if fit.scale_column else [])])
+        )
     import json
 
     return list(json.loads((model_dir / "student.json").read_text())["feature_names"])
