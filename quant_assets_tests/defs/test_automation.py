@@ -214,3 +214,15 @@ def test_init_from_takes_a_student_directory_and_refuses_anything_else(tmp_path)
     assert _init_weights(str(tmp_path), tmp_path / "dl", mlflow=None) == str(tmp_path)
     with pytest.raises(dg.Failure, match="neither a models:/ URI nor a directory holding student.pt"):
         _init_weights(str(tmp_path / "nothing"), tmp_path / "dl", mlflow=None)
+
+
+def test_the_demo_config_is_valid_run_config_of_each_layer_job():
+    """A typo in the demo's smaller model settings would only show ten minutes into `make demo`."""
+    from quant_assets.cli import DEMO_CONFIG
+
+    for layer, config in DEMO_CONFIG.items():
+        dg.validate_run_config(defs.resolve_job_def(f"{layer}_job"), config)
+    with pytest.raises(dg.DagsterInvalidConfigError):
+        dg.validate_run_config(
+            defs.resolve_job_def("models_job"), {"ops": {"liquid_student": {"config": {"stepz": 1}}}}
+        )
