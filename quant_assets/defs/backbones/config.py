@@ -7,41 +7,42 @@ from typing import Literal
 import dagster as dg
 
 from quant_assets.defs.models.config import WindowConfig
-from quant_assets.ml.itransformer import ITransformerConfig as _I
-from quant_assets.ml.patchtst import PatchTSTConfig as _P
-from quant_assets.ml.tft import TFTConfig as _T
-from quant_assets.ml.window_ridge import WindowRidgeConfig as _R
+
+# The defaults are the domain dataclasses' (ml.itransformer.ITransformerConfig, ml.patchtst.PatchTSTConfig,
+# ml.tft.TFTConfig, ml.window_ridge.WindowRidgeConfig), written out: those modules import torch (~3-4 s),
+# which the code server and every run worker would otherwise pay on loading the definitions.
+# quant_assets_tests/ui/test_code_location.py checks they stay equal.
 
 BACKBONE_NAMES = ("ridge", "itransformer", "patchtst", "tft")
 
 
 class ITransformerSettings(dg.Config):
-    d_model: int = _I.d_model
-    n_heads: int = _I.n_heads
-    n_layers: int = _I.n_layers
-    ff_dim: int = _I.ff_dim
-    dropout: float = _I.dropout
+    d_model: int = 32
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_dim: int = 64
+    dropout: float = 0.0
 
 
 class PatchTSTSettings(dg.Config):
-    patch_len: int = _P.patch_len
-    stride: int = _P.stride
-    d_model: int = _P.d_model
-    n_heads: int = _P.n_heads
-    n_layers: int = _P.n_layers
-    ff_dim: int = _P.ff_dim
-    dropout: float = _P.dropout
+    patch_len: int = 16
+    stride: int = 8
+    d_model: int = 16
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_dim: int = 32
+    dropout: float = 0.0
 
 
 class TFTSettings(dg.Config):
-    d_model: int = _T.d_model
-    n_heads: int = _T.n_heads
-    dropout: float = _T.dropout
+    d_model: int = 16
+    n_heads: int = 4
+    dropout: float = 0.0
 
 
 class RidgeSettings(dg.Config):
-    lag_stride: int = _R.lag_stride  # keep every s-th step of the window (ml.window_ridge)
-    alpha: float = _R.alpha  # L2 per row, on standardised inputs
+    lag_stride: int = 8  # keep every s-th step of the window (ml.window_ridge)
+    alpha: float = 1e-3  # L2 per row, on standardised inputs
 
 
 class BackboneSuiteConfig(dg.Config):

@@ -56,7 +56,6 @@ from quant_assets.defs.research.config import MultimodalEvalRunConfig, Multimoda
 from quant_assets.defs.research.tables import ABLATION_RESULTS, replace_ablations
 from quant_assets.features.keys import FWD_RETURN_KEYS
 from quant_assets.ml import multimodal as mm
-from quant_assets.ml import tiny_vc
 from quant_assets.ml.training_frame import TooLittleHistory, TrainingFrame, training_frame
 from quant_assets.partitions import model_cutoffs
 from quant_assets.universe import HORIZONS
@@ -117,6 +116,8 @@ def _partitions(context: dg.AssetExecutionContext, train_one) -> dg.MaterializeR
 # ------------------------------------------------------------------------------------------ vc_model
 def vc_event_frames(versions: dict[str, int], end: dt.datetime):
     """The raw event tables at their recorded versions, every news event available before `end`."""
+    from quant_assets.ml import tiny_vc  # torch: imported when the asset runs, not with the definitions
+
     last_day = end.date() + dt.timedelta(days=1)  # an event's `date` is its ts's; available_at >= ts
     events = (
         lake.scan("events", end=last_day, version=versions["events"])
@@ -154,6 +155,8 @@ def _reliability_plot(table: pl.DataFrame, run, title: str):
 def train_vc_partition(
     context: dg.AssetExecutionContext, key: str, config: VCRunConfig, mlflow: MlflowTracking
 ):
+    from quant_assets.ml import tiny_vc  # torch: imported when the asset runs, not with the definitions
+
     window_ = model_cutoffs.time_window_for_partition_key(key)
     cutoff, end = _utc(window_.start), _utc(window_.end)
     versions = recorded_snapshot(context.instance, EVENT_TABLES)

@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 
 from quant_assets.defs.models.config import WindowConfig
 from quant_assets.ml.multimodal import MODES, EvalConfig, MultimodalConfig
-from quant_assets.ml.tiny_vc import VCConfig
 
-_V, _M, _E = VCConfig, MultimodalConfig, EvalConfig  # defaults come from the domain dataclasses
+if TYPE_CHECKING:
+    from quant_assets.ml.tiny_vc import VCConfig
+
+_M, _E = MultimodalConfig, EvalConfig  # defaults come from the domain dataclasses
 
 
 class VCRunConfig(dg.Config):
-    """`production`: every news event available before the cut-off; `fast`: the `max_events` most recent."""
+    """`production`: every news event available before the cut-off; `fast`: the `max_events` most recent.
+
+    The defaults are ml.tiny_vc.VCConfig's, written out: that module imports torch, which loading the
+    definitions should not (quant_assets_tests/ui/test_code_location.py checks they stay equal)."""
 
     kind: Literal["production", "fast"] = "production"
     max_events: int = 5_000
-    hidden: int = _V.hidden
-    n_layers: int = _V.n_layers
-    steps: int = _V.steps
-    batch: int = _V.batch
-    lr: float = _V.lr
-    weight_decay: float = _V.weight_decay
-    distill_weight: float = _V.distill_weight
-    seed: int = _V.seed
+    hidden: int = 16
+    n_layers: int = 2
+    steps: int = 600
+    batch: int = 1024
+    lr: float = 3e-2
+    weight_decay: float = 1e-4
+    distill_weight: float = 0.3
+    seed: int = 0
     n_bins: int = 10  # calibration bins
 
     def build(self) -> VCConfig:
+        from quant_assets.ml.tiny_vc import VCConfig  # torch: imported when the asset runs
+
         return VCConfig(hidden=self.hidden, n_layers=self.n_layers, steps=self.steps, batch=self.batch, lr=self.lr,
                         weight_decay=self.weight_decay, distill_weight=self.distill_weight, seed=self.seed)  # fmt: skip
 
