@@ -10,12 +10,21 @@ row whose interval meets a held-out row's interval (`quant_assets.validation.int
 `embargo_td = 5m + h` after each held-out block (de Prado's `getEmbargoTimes`; only k-fold has training
 rows after a held-out block). Rows with a null label for the horizon are not trained on, nor scored.
 
-Target. The models learn clip((label - offset) / vol_288, +-target_clip) (`TeacherConfig.scale_column`)
-and predict offset + vol_288 x their output, so every prediction (oof, predict) is in label units;
-vol_288 is a feature, known at the row's close. `offset` is the mean label, weighted by 1 / vol_288, of
-the rows that model is fitted on (a fold's own training rows for its out-of-fold predictions, never a
-row it predicts), so the learnt target has mean 0 (`_Coin.offset`): a label
-nets a cost that does not scale with volatility (label_4h: 2 x est_cost, ~0.75 vol_288 on the
+Target. The models learn clip((label - offset) / scale, +-target_clip) and predict offset + scale x
+their output, so every prediction (oof, predict) is in label units. scale = vol_288 x sqrt(h / 5m)
+(`TeacherConfig.scale_column`, `horizon_scaled`): vol_288 is the sd of a 5-minute return over 288 bars,
+known at the row's close, and an h return spans h / 5m of them (12 at 1h, 48 at 4h), so the clip means
+target_clip sds of the horizon's return at every horizon. With vol_288 alone, the clip at 5 cut 17% of
+the 1h targets and 49% of the 4h ones (a 4h return is ~7 five-minute sds wide). Fits saved before the
+rule (no `scale_multiplier` in fit.json) predict with vol_288 x 1, as they were trained. Measured on the
+canary's setup (2 coins, 42 days, cut-off 2024-03, planted signal 2, nine seeds, paired): pooled OOS IC
+(walk-forward and month against the gross return) 1h 0.113 -> 0.111, 4h 0.042 -> 0.047; walk-forward
+alone 1h 0.081 -> 0.095, 4h 0.023 -> 0.039; the month alone 1h 0.184 -> 0.175, 4h 0.120 -> 0.097 (every
+difference within about 1.5 of its standard errors: kept for the clip's meaning, not for a measured gain).
+
+`offset` is the mean label, weighted by 1 / scale, of the rows that model is fitted on (a fold's own
+training rows for its out-of-fold predictions, never a row it predicts), so the learnt target has mean
+0 (`_Coin.offset`): a label nets a cost that does not scale with volatility (label_4h: 2 x est_cost, ~0.75 vol_288 on the
 simulator); divided by vol_288 with the rest and multiplied back, that constant became -0.75 x vol_288
 in every prediction, most of a prediction's variance when early stopping keeps few rounds (the canary's
 BTC 4h month: IC 0.001 against the ridge's 0.227). Early stopping watches the tail's IC (`stop_metric`).
@@ -124,7 +133,10 @@ class TeacherConfig:
     # volatility, and L2 on raw returns is dominated by its wildest days (measured on the simulator, 4
     # coins, 2 months fit, 2 months scored: LightGBM's 1h IC 0.021 on raw labels, 0.034-0.042 on vol_288-scaled clipped ones). None: raw labels.
     scale_column: str | None = "vol_288"
-    target_clip: float = 5.0  # in units of scale_column; 0 = no clip
+    target_clip: float = 5.0  # in units of the scale (sds of the horizon's return); 0 = no clip
+    # The scale is scale_column x sqrt(horizon / 5m) (module docstring, Target); False: scale_column alone
+    # (the rule before 2026-12-02, whose clip at 5 cut 49% of the 4h targets).
+    horizon_scaled: bool = True
     # Early stopping on the tail's "l2" or "ic" (Pearson of prediction and target). With an IC near 0.1
     # the best model lowers the L2 by ~1% of the variance, about its sampling noise on a two-week tail of
     # one coin; either way the stop is noisy (best iterations 1 to 60 on the simulator, pooled OOS IC
@@ -248,11 +260,14 @@ class TeacherFit:
     metrics: dict[str, float]
     importance: pl.DataFrame  # feature, gain, split (of the refitted booster)
     notes: tuple[str, ...] = field(default=())  # what the backtest assumed for want of an input
-    # The booster and ridge predict (label - label_offset) / scale_column; predict() returns
-    # label_offset + scale x that, using scale_fill (the median training scale) where a row's scale is missing.
+    # The booster and ridge predict (label - label_offset) / scale, scale = scale_column x scale_multiplier;
+    # predict() returns label_offset + scale x that, using scale_fill (the median training scale) where a
+    # row's scale is missing.
     scale_column: str | None = None
-    scale_fill: float = 1.0
+    scale_fill: float = 1.0  # in units of the scale (scale_column x scale_multiplier)
     label_offset: float = 0.0  # `_Coin.offset` of the training rows (fits saved before it: 0)
+    # The scale is scale_column x scale_multiplier (sqrt(horizon / 5m); 1 for fits saved before the rule)
+    scale_multiplier: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -278,6 +293,14 @@ class _Coin:
         return np.clip(t, -self.clip, self.clip) if self.clip else t
 
 
+def scale_multiplier(horizon: str, cfg: TeacherConfig) -> float:
+    """What scale_column is multiplied by to give the target's scale: sqrt(horizon / 5m), the sd of an
+    h return in 5-minute sds (module docstring, Target); 1 without a scale column or horizon_scaled."""
+    if not (cfg.scale_column and cfg.horizon_scaled):
+        return 1.0
+    return math.sqrt(HORIZONS[horizon] / STEP)
+
+
 def label_column(horizon: str) -> str:
     if horizon not in HORIZONS:
         raise ValueError(f"teacher: horizon must be one of {list(HORIZONS)}, got {horizon!r}")
@@ -287,6 +310,8 @@ def label_column(horizon: str) -> str:
 def _features(frame: pl.DataFrame, feature_keys: Sequence[str]) -> np.ndarray:
     x = frame.select(pl.col(c).cast(pl.Float64).fill_null(float("nan")) for c in feature_keys).to_numpy()
     x = np.ascontiguousarray(x, dtype=np.float64)
+    if not x.flags.writeable:  # one float column comes zero-copy from polars, read-only
+        x = x.copy()
     x[~np.isfinite(x)] = np.nan  # LightGBM's and the ridge's missing value
     return x
 
@@ -324,6 +349,7 @@ def _coins(frame: pl.DataFrame, feature_keys: Sequence[str], horizon: str, cfg: 
         iv = LabelIntervals.build(t0, t0 + (STEP + HORIZONS[horizon]))
         y = g.get_column(label_column(horizon)).cast(pl.Float64).to_numpy()
         sc = g.get_column(scale[0]).cast(pl.Float64).to_numpy() if scale else np.ones(len(y))
+        sc = sc * scale_multiplier(horizon, cfg)
         out.append(
             _Coin(
                 sym,
@@ -507,7 +533,7 @@ def _fit_coin(c: _Coin, names: list[str], horizon: str, cfg: TeacherConfig, fund
     }).sort("gain", "feature", descending=[True, False])  # fmt: skip
     scale_fill = float(np.median(c.scale))
     return TeacherFit(c.symbol, horizon, final, ridge, best, oof, metrics, importance, tuple(notes),
-                      cfg.scale_column, scale_fill, offset)  # fmt: skip
+                      cfg.scale_column, scale_fill, offset, scale_multiplier=scale_multiplier(horizon, cfg))  # fmt: skip
 
 
 def _fit_coin_pinned(c: _Coin, names: list[str], horizon: str, cfg: TeacherConfig, funding) -> TeacherFit:
@@ -566,7 +592,7 @@ def predict(fits: dict[str, TeacherFit], frame: pl.DataFrame) -> pl.DataFrame:
         scale = np.ones(rows.height)
         if f.scale_column:
             scale = rows.get_column(f.scale_column).cast(pl.Float64).fill_nan(None).to_numpy()
-            scale = np.where(np.isfinite(scale) & (scale > 0), scale, f.scale_fill)
+            scale = np.where(np.isfinite(scale) & (scale > 0), scale * f.scale_multiplier, f.scale_fill)
         pred = base = np.empty(0)
         if rows.height:  # in label units: the offset plus the scaled output (module docstring, Target)
             pred = f.label_offset + scale * f.booster.predict(x, num_threads=1)
@@ -607,7 +633,7 @@ def save_fit(fit: TeacherFit, directory: str | Path) -> list[Path]:
     meta = {"symbol": fit.symbol, "horizon": fit.horizon, "best_iteration": fit.best_iteration,
             "metrics": {k: _json_num(float(v)) for k, v in fit.metrics.items()}, "notes": list(fit.notes),
             "scale_column": fit.scale_column, "scale_fill": fit.scale_fill,
-            "label_offset": fit.label_offset}  # fmt: skip
+            "label_offset": fit.label_offset, "scale_multiplier": fit.scale_multiplier}  # fmt: skip
     paths[2].write_text(json.dumps(meta, indent=1, sort_keys=True))
     fit.oof.write_parquet(paths[3])
     fit.importance.write_parquet(paths[4])
@@ -630,6 +656,8 @@ def load_fit(directory: str | Path) -> TeacherFit:
         scale_column=meta.get("scale_column"),
         scale_fill=float(meta.get("scale_fill", 1.0)),
         label_offset=float(meta.get("label_offset", 0.0)),
+        # absent in fits saved before the horizon-aware scale: they were trained on vol_288 x 1
+        scale_multiplier=float(meta.get("scale_multiplier", 1.0)),
     )
 
 
