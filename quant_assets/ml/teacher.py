@@ -22,7 +22,8 @@ canary's setup (2 coins, 42 days, cut-off 2024-03, planted signal 2, nine seeds,
 alone 1h 0.081 -> 0.095, 4h 0.023 -> 0.039; the month alone 1h 0.184 -> 0.175, 4h 0.120 -> 0.097 (every
 difference within about 1.5 of its standard errors: kept for the clip's meaning, not for a measured gain);
 at signal 0 (four seeds) pooled 1h -0.009 -> -0.017, 4h -0.037 -> -0.037. On test_teacher's lake (4 coins,
-180 days, strength 1, one seed) the pooled walk-forward IC: 1h 0.047 -> 0.041, 4h 0.025 -> 0.037.
+180 days, strength 1, one seed) the pooled walk-forward IC against the gross return: 1h 0.047 -> 0.041,
+4h 0.025 -> 0.037.
 
 `offset` is the mean label, weighted by 1 / scale, of the rows that model is fitted on (a fold's own
 training rows for its out-of-fold predictions, never a row it predicts), so the learnt target has mean
