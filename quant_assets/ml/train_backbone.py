@@ -26,24 +26,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from quant_assets.ml.itransformer import ITransformer, ITransformerConfig
 from quant_assets.ml.patchtst import PatchTST, PatchTSTConfig
 from quant_assets.ml.tft import TFT, TFTConfig
-from quant_assets.ml.train_student import StudentInputs, autocast_dtype, load_inputs, setup_distributed
+from quant_assets.ml.train_student import StudentInputs, load_inputs
+from quant_assets.ml.training import (
+    Dist,
+    Report,
+    all_reduce_sum,
+    autocast_dtype,
+    deterministic_start,
+    final_weights,
+    global_batches,
+    load_dataclass_config,
+    print_report,
+    restored_torch_settings,
+    run_fields,
+    scaled_state,
+    setup_distributed,
+    target_metrics,
+)
 from quant_assets.ml.windows import (
     SeriesGrid,
     Split,
@@ -54,8 +67,6 @@ from quant_assets.ml.windows import (
     window_ends,
 )
 from quant_assets.universe import HORIZON_BARS
-
-Report = Callable[[str, dict], None]
 
 # name -> (model, its config); every model: forward(x [B, L, F], coin [B] | None) -> [B, H]
 BACKBONES: dict[str, tuple[type[torch.nn.Module], type]] = {
@@ -95,12 +106,7 @@ class BackboneConfig:
 
 
 def load_config(path: str | Path) -> BackboneConfig:
-    d = json.loads(Path(path).read_text())
-    known = {f.name for f in dataclasses.fields(BackboneConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown backbone config keys {unknown}; known: {sorted(known)}")
-    cfg = BackboneConfig(**d)
+    cfg = load_dataclass_config(path, BackboneConfig, "backbone")
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"{path}: backbone {cfg.backbone!r} is not one of {sorted(BACKBONES)}")
     return cfg
@@ -139,48 +145,28 @@ def train(cfg: BackboneConfig, report: Report | None = None) -> dict:
     """Train, save (rank 0) and return the manifest. `report(kind, data)` is called on rank 0 only."""
     t_start = time.perf_counter()
     d = setup_distributed(cfg.device)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    try:
-        manifest = _train(cfg, d, report if d.rank == 0 else None)
-        manifest["seconds"] = round(time.perf_counter() - t_start, 3)
-        if d.rank == 0:
-            (Path(cfg.out_dir) / "backbone.json").write_text(json.dumps(manifest, indent=1))
-            if report:
-                report("done", manifest)
-        return manifest
-    except BaseException as exc:
-        out = Path(cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"error_rank{d.rank}.json").write_text(json.dumps(
-            {"backbone": cfg.backbone, "rank": d.rank, "error": f"{type(exc).__name__}: {exc}",
-             "traceback": traceback.format_exc()[-4000:]}))  # fmt: skip
-        raise
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-        torch.utils.deterministic.fill_uninitialized_memory = fill
-        if d.world > 1:
-            dist.destroy_process_group()
+    with restored_torch_settings(d):
+        try:
+            manifest = _train(cfg, d, report if d.rank == 0 else None)
+            manifest["seconds"] = round(time.perf_counter() - t_start, 3)
+            if d.rank == 0:
+                (Path(cfg.out_dir) / "backbone.json").write_text(json.dumps(manifest, indent=1))
+                if report:
+                    report("done", manifest)
+            return manifest
+        except BaseException as exc:
+            out = Path(cfg.out_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"error_rank{d.rank}.json").write_text(json.dumps(
+                {"backbone": cfg.backbone, "rank": d.rank, "error": f"{type(exc).__name__}: {exc}",
+                 "traceback": traceback.format_exc()[-4000:]}))  # fmt: skip
+            raise
 
 
-def _sum(t: torch.Tensor, world: int) -> torch.Tensor:
-    if world > 1:
-        dist.all_reduce(t)
-    return t
-
-
-def _train(cfg: BackboneConfig, d, report: Report | None) -> dict:
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = (
-        False  # as the student: every kernel writes its output
-    )
+def _train(cfg: BackboneConfig, d: Dist, report: Report | None) -> dict:
     if cfg.backbone not in BACKBONES:
         raise ValueError(f"backbone {cfg.backbone!r} is not one of {sorted(BACKBONES)}")
-    if cfg.global_batch % d.world:
-        raise ValueError(f"global_batch {cfg.global_batch} is not divisible by the {d.world} processes")
+    deterministic_start(cfg.seed, cfg.threads, cfg.global_batch, d)
 
     # --- data: the fold (scaler and target scale from its training rows only), on the device once
     inputs = load_inputs(cfg.inputs, cfg)
@@ -207,21 +193,18 @@ def _train(cfg: BackboneConfig, d, report: Report | None) -> dict:
 
     # --- the loop: one global batch per step, this rank's slice of it
     gen = torch.Generator().manual_seed(cfg.seed)
-    order, cursor = torch.randperm(len(train_ends), generator=gen), 0
+    batches = global_batches(len(train_ends), cfg.global_batch, gen)
     per_rank = cfg.global_batch // d.world
     mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
     losses, evals = [], []
     t_loop = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        if cursor + cfg.global_batch > len(order):  # next epoch
-            order, cursor = torch.randperm(len(train_ends), generator=gen), 0
-        batch = train_ends[order[cursor : cursor + cfg.global_batch].to(dev)]
-        cursor += cfg.global_batch
+        batch = train_ends[next(batches).to(dev)]
         n_label = torch.isfinite(y_all[batch]).sum().clamp(min=1)  # the global batch's, no communication
         ends_r = batch[mine]
         loss = train_step(model, opt, windows(ends_r), coin_all[ends_r] if n_coins else None, y_all[ends_r],
                           n_label, d.world, cfg.grad_clip, autocast)  # fmt: skip
-        global_loss = _sum(loss.detach() / d.world, d.world).item()
+        global_loss = all_reduce_sum(loss.detach() / d.world, d).item()
         losses.append([step, round(global_loss, 8)])
         if report:
             report("step", {"step": step, "loss": global_loss})
@@ -233,12 +216,7 @@ def _train(cfg: BackboneConfig, d, report: Report | None) -> dict:
                 report("eval", ev)
     loop_seconds = time.perf_counter() - t_loop
 
-    flat = torch.cat([p.detach().flatten() for p in raw.parameters()]).cpu()
-    rank_diff = 0.0
-    if d.world > 1:
-        gathered = [torch.empty_like(flat) for _ in range(d.world)]
-        dist.all_gather(gathered, flat)
-        rank_diff = max(float((g - flat).abs().max()) for g in gathered)
+    flat, rank_diff = final_weights(raw, d)
 
     manifest = {
         "backbone": cfg.backbone,
@@ -248,29 +226,12 @@ def _train(cfg: BackboneConfig, d, report: Report | None) -> dict:
         "feature_names": list(inputs.feature_names),
         "label_names": list(inputs.label_names),
         "symbols": list(grid.symbols),
-        "world_size": d.world,
-        "backend": d.backend,
-        "device": str(dev),
-        "torch": torch.__version__,
-        "train_windows": len(split.train_ends),
-        "val_windows": len(split.val_ends),
-        "train_rows": int(split.train_rows.sum()),
-        "windows_per_second": round(cfg.steps * cfg.global_batch / loop_seconds, 1),
-        "loss": losses,
-        "eval": evals,
-        "rank_weight_max_abs_diff": rank_diff,
-        "weights_sha256": hashlib.sha256(flat.numpy().tobytes()).hexdigest(),
+        **run_fields(d, split, cfg.steps, cfg.global_batch, loop_seconds, losses, evals, flat, rank_diff),
     }
     if d.rank == 0:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
-            "x_mean": torch.from_numpy(fold.scaler.mean),
-            "x_std": torch.from_numpy(fold.scaler.std),
-            "y_scale": torch.from_numpy(fold.y_scale),
-        }
-        torch.save(state, out / "backbone.pt")
+        torch.save(scaled_state(raw, fold.scaler.mean, fold.scaler.std, fold.y_scale), out / "backbone.pt")
     return manifest
 
 
@@ -317,15 +278,7 @@ def predict_windows(model: torch.nn.Module, windows: Windows, coin: torch.Tensor
 def evaluate(model, windows: Windows, coin, y: torch.Tensor, ends: np.ndarray, names) -> dict:
     """Validation MSE (scaled units) and IC (Pearson) per target."""
     e = torch.from_numpy(ends).to(y.device)
-    preds = predict_windows(model, windows, coin, e)
-    out = {}
-    for j, name in enumerate(names):
-        p, t = preds[:, j], y[e, j]
-        ok = torch.isfinite(t)
-        p, t = p[ok].double(), t[ok].double()
-        out[f"mse_{name}"] = float(((p - t) ** 2).mean()) if len(t) else float("nan")
-        out[f"ic_{name}"] = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(t) > 2 else float("nan")
-    return out
+    return target_metrics(predict_windows(model, windows, coin, e), y[e], names)
 
 
 def load_backbone(out_dir: str | Path) -> tuple[torch.nn.Module, dict, dict]:
@@ -366,16 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quant_assets.ml.train_backbone", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="JSON file of BackboneConfig fields")
     args = ap.parse_args(argv)
-
-    def print_report(kind: str, data: dict) -> None:
-        if kind == "eval":
-            print(json.dumps({"kind": kind, **data}), flush=True)
-        elif kind == "done":
-            keys = ("backbone", "n_params", "world_size", "backend", "train_windows", "val_windows",
-                    "windows_per_second", "seconds", "weights_sha256", "rank_weight_max_abs_diff")  # fmt: skip
-            print(json.dumps({"kind": kind, **{k: data[k] for k in keys}}), flush=True)
-
-    train(load_config(args.config), report=print_report)
+    keys = ("backbone", "n_params", "world_size", "backend", "train_windows", "val_windows",
+            "windows_per_second", "seconds", "weights_sha256", "rank_weight_max_abs_diff")  # fmt: skip
+    train(load_config(args.config), report=print_report(keys))
     return 0
 
 

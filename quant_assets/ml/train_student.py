@@ -36,27 +36,37 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from quant_assets.features.keys import TEXT_FEATURE_PREFIXES
+from quant_assets.ml.training import (
+    Dist,
+    Report,
+    all_reduce_sum,
+    autocast_dtype,
+    deterministic_start,
+    final_weights,
+    global_batches,
+    load_dataclass_config,
+    print_report,
+    restored_torch_settings,
+    run_fields,
+    scaled_state,
+    setup_distributed,
+    target_metrics,
+)
 from quant_assets.ml.tsmixer import TSMixer, TSMixerConfig
 from quant_assets.ml.windows import Standardizer, Windows, place_on_grid, time_split, window_ends
 from quant_assets.universe import HORIZON_BARS
-
-Report = Callable[[str, dict], None]
 
 
 @dataclass
@@ -90,12 +100,7 @@ class StudentConfig:
 
 
 def load_config(path: str | Path) -> StudentConfig:
-    d = json.loads(Path(path).read_text())
-    known = {f.name for f in dataclasses.fields(StudentConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown student config keys {unknown}; known: {sorted(known)}")
-    return StudentConfig(**d)
+    return load_dataclass_config(path, StudentConfig, "student")
 
 
 @dataclass(frozen=True)
@@ -149,54 +154,11 @@ def save_npz(inputs: StudentInputs, path: str | Path) -> None:
     np.savez(path, **arrays)
 
 
-@dataclass(frozen=True)
-class Dist:
-    rank: int
-    world: int
-    device: torch.device
-    backend: str | None
-
-
-def setup_distributed(device: str = "auto") -> Dist:
-    """From torchrun's environment; WORLD_SIZE unset or 1 is the single-process case."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    dev = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
-    if cuda:  # deterministic cuBLAS needs this before its first use
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    backend = None
-    if world > 1:
-        backend = "nccl" if cuda else "gloo"
-        if cuda:
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend)
-    return Dist(rank, world, dev, backend)
-
-
-def autocast_dtype(device: torch.device, bf16: bool) -> torch.dtype | None:
-    """bfloat16 autocast on CUDA when asked (the GPU setting); None (full float32) on CPU, whatever bf16 says.
-
-    CPU stays float32 so a CPU run, its tests and the 1-vs-2-process comparison keep float32 numbers.
-    """
-    return torch.bfloat16 if device.type == "cuda" and bf16 else None
-
-
-def _sum(t: torch.Tensor, d: Dist) -> torch.Tensor:
-    if d.world > 1:
-        dist.all_reduce(t)
-    return t
-
-
 def train(cfg: StudentConfig, report: Report | None = None) -> dict:
     """Train, save (rank 0) and return the manifest. `report(kind, data)` is called on rank 0 only."""
     t_start = time.perf_counter()
     d = setup_distributed(cfg.device)
-    # process-wide torch settings, put back afterwards for an in-process caller (tests, notebooks)
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    fill = torch.utils.deterministic.fill_uninitialized_memory
-    try:
+    with restored_torch_settings(d):
         manifest = _train(cfg, d, report if d.rank == 0 else None)
         manifest["seconds"] = round(time.perf_counter() - t_start, 3)
         if d.rank == 0:
@@ -205,23 +167,10 @@ def train(cfg: StudentConfig, report: Report | None = None) -> dict:
             if report:
                 report("done", manifest)
         return manifest
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
-        torch.utils.deterministic.fill_uninitialized_memory = fill
-        if d.world > 1:
-            dist.destroy_process_group()
 
 
 def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # deterministic mode also NaN-fills every new tensor, ~10 full-activation writes a step on CPU; every
-    # kernel here writes all of its output, so the fill changes no result (benchmarks/student.py)
-    torch.utils.deterministic.fill_uninitialized_memory = False
-    if cfg.global_batch % d.world:
-        raise ValueError(f"global_batch {cfg.global_batch} is not divisible by the {d.world} processes")
+    deterministic_start(cfg.seed, cfg.threads, cfg.global_batch, d)
 
     # --- data: rows -> per-coin grids -> window ends, split in time, scaled on training rows only
     inputs = load_inputs(cfg.inputs, cfg)
@@ -276,16 +225,13 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
 
     # --- the loop: one global batch per step, this rank's slice of it
     gen = torch.Generator().manual_seed(cfg.seed)
-    order, cursor = torch.randperm(len(train_ends), generator=gen), 0
+    batches = global_batches(len(train_ends), cfg.global_batch, gen)
     per_rank = cfg.global_batch // d.world
     mine = slice(d.rank * per_rank, (d.rank + 1) * per_rank)
     losses, evals = [], []
     t_loop = time.perf_counter()
     for step in range(1, cfg.steps + 1):
-        if cursor + cfg.global_batch > len(order):  # next epoch
-            order, cursor = torch.randperm(len(train_ends), generator=gen), 0
-        batch = train_ends[order[cursor : cursor + cfg.global_batch].to(dev)]
-        cursor += cfg.global_batch
+        batch = train_ends[next(batches).to(dev)]
         drop_text = (torch.rand(cfg.global_batch, generator=gen) < cfg.text_dropout).to(dev)
         # every rank knows the whole global batch, so the global counts need no communication
         n_label = torch.isfinite(y_all[batch]).sum().clamp(min=1)
@@ -301,7 +247,7 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
             n_label, n_teacher, cfg.teacher_weight, d.world, cfg.grad_clip, autocast,
         )  # fmt: skip
 
-        global_loss = _sum(loss.detach() / d.world, d).item()
+        global_loss = all_reduce_sum(loss.detach() / d.world, d).item()
         losses.append([step, round(global_loss, 8)])
         if report:
             report("step", {"step": step, "loss": global_loss})
@@ -313,12 +259,7 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
     loop_seconds = time.perf_counter() - t_loop
 
     # --- every rank must end with the same weights; rank 0 records the largest difference it sees
-    flat = torch.cat([p.detach().flatten() for p in raw.parameters()]).cpu()
-    rank_diff = 0.0
-    if d.world > 1:
-        gathered = [torch.empty_like(flat) for _ in range(d.world)]
-        dist.all_gather(gathered, flat)
-        rank_diff = max(float((g - flat).abs().max()) for g in gathered)
+    flat, rank_diff = final_weights(raw, d)
 
     manifest = {
         "config": dataclasses.asdict(cfg),
@@ -328,31 +269,14 @@ def _train(cfg: StudentConfig, d: Dist, report: Report | None) -> dict:
         "label_names": list(inputs.label_names),
         "text_features": [inputs.feature_names[i] for i in text],
         "symbols": list(grid.symbols),
-        "world_size": d.world,
-        "backend": d.backend,
-        "device": str(dev),
-        "torch": torch.__version__,
-        "train_windows": len(split.train_ends),
-        "val_windows": len(split.val_ends),
-        "train_rows": int(split.train_rows.sum()),
-        "windows_per_second": round(cfg.steps * cfg.global_batch / loop_seconds, 1),
-        "loss": losses,
-        "eval": evals,
-        "rank_weight_max_abs_diff": rank_diff,
-        "weights_sha256": hashlib.sha256(flat.numpy().tobytes()).hexdigest(),
+        **run_fields(d, split, cfg.steps, cfg.global_batch, loop_seconds, losses, evals, flat, rank_diff),
         "init_from": cfg.init_from,
         "init_weights_sha256": init["weights_sha256"] if init is not None else None,
     }
     if d.rank == 0:
         out = Path(cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        state = {
-            "model": {k: v.detach().cpu() for k, v in raw.state_dict().items()},
-            "x_mean": torch.from_numpy(scaler.mean),
-            "x_std": torch.from_numpy(scaler.std),
-            "y_scale": torch.from_numpy(y_scale),
-        }
-        torch.save(state, out / "student.pt")
+        torch.save(scaled_state(raw, scaler.mean, scaler.std, y_scale), out / "student.pt")
     return manifest
 
 
@@ -425,16 +349,7 @@ def evaluate(model: TSMixer, windows: Windows, coin: torch.Tensor, y: torch.Tens
         for i in range(0, len(e), batch)
     ])  # fmt: skip
     model.train()
-    out = {}
-    for j in range(y.shape[1]):
-        p, t = preds[:, j], y[e, j]
-        ok = torch.isfinite(t)
-        p, t = p[ok].double(), t[ok].double()
-        name = names[j]
-        out[f"mse_{name}"] = float(((p - t) ** 2).mean()) if len(t) else float("nan")
-        ic = torch.corrcoef(torch.stack([p, t]))[0, 1] if len(t) > 2 else torch.tensor(float("nan"))
-        out[f"ic_{name}"] = float(ic)
-    return out
+    return target_metrics(preds, y[e], names)
 
 
 def load_student(out_dir: str | Path) -> tuple[TSMixer, dict, dict]:
@@ -474,16 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quant_assets.ml.train_student", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="JSON file of StudentConfig fields")
     args = ap.parse_args(argv)
-
-    def print_report(kind: str, data: dict) -> None:
-        if kind == "eval":
-            print(json.dumps({"kind": kind, **data}), flush=True)
-        elif kind == "done":
-            keys = ("n_params", "world_size", "backend", "train_windows", "val_windows", "windows_per_second",
-                    "seconds", "weights_sha256", "rank_weight_max_abs_diff")  # fmt: skip
-            print(json.dumps({"kind": kind, **{k: data[k] for k in keys}}), flush=True)
-
-    train(load_config(args.config), report=print_report)
+    keys = ("n_params", "world_size", "backend", "train_windows", "val_windows", "windows_per_second",
+            "seconds", "weights_sha256", "rank_weight_max_abs_diff")  # fmt: skip
+    train(load_config(args.config), report=print_report(keys))
     return 0
 
 
