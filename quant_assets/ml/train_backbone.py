@@ -50,6 +50,7 @@ from quant_assets.ml.training import (
     final_weights,
     global_batches,
     load_dataclass_config,
+    prediction_windows,
     print_report,
     restored_torch_settings,
     run_fields,
@@ -298,16 +299,8 @@ def predict(out_dir: str | Path, inputs: StudentInputs) -> np.ndarray:
     model, state, manifest = load_backbone(out_dir)
     if list(inputs.feature_names) != manifest["feature_names"]:
         raise ValueError("predict: feature columns differ from the ones the backbone was trained on")
-    grid = place_on_grid(inputs.symbol, inputs.ts_ms, inputs.x, np.zeros_like(inputs.y))
     n_coins = model.config.n_coins
-    unknown = sorted(set(grid.symbols) - set(manifest["symbols"]))
-    if unknown and n_coins:
-        raise ValueError(f"predict: no coin embedding for {unknown}; trained on {manifest['symbols']}")
-    coin_of = {s: i for i, s in enumerate(manifest["symbols"])}
-    coin = torch.tensor([coin_of.get(grid.symbols[k], 0) for k in grid.coin], dtype=torch.long)
-    scaler = Standardizer(state["x_mean"].numpy(), state["x_std"].numpy())
-    windows = Windows(torch.from_numpy(scaler.apply(grid.x)), model.config.input_len)
-    ends = torch.from_numpy(window_ends(grid, model.config.input_len))
+    grid, windows, coin, ends = prediction_windows(inputs, manifest, state, model.config.input_len, n_coins)
     out = np.full(inputs.y.shape, np.nan, dtype=np.float32)
     if len(ends):
         p = predict_windows(model, windows, coin if n_coins else None, ends) * state["y_scale"]

@@ -15,12 +15,15 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from quant_assets.ml.windows import Split
+if TYPE_CHECKING:  # train_student imports this module
+    from quant_assets.ml.train_student import StudentInputs
+from quant_assets.ml.windows import SeriesGrid, Split, Standardizer, Windows, place_on_grid, window_ends
 
 Report = Callable[[str, dict], None]
 
@@ -164,6 +167,22 @@ def target_metrics(preds: torch.Tensor, y: torch.Tensor, names: Sequence[str]) -
         out[f"mse_{name}"] = float(((p - t) ** 2).mean()) if len(t) else float("nan")
         out[f"ic_{name}"] = float(torch.corrcoef(torch.stack([p, t]))[0, 1]) if len(t) > 2 else float("nan")
     return out
+
+
+def prediction_windows(inputs: StudentInputs, manifest: dict, state: dict, input_len: int,
+                       n_coins: int) -> tuple[SeriesGrid, Windows, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A trained model's inputs for rows: the grid, the windows scaled as in training, each grid row's coin id
+    and the ends of the full windows (each window ends at its row: no later row is read)."""
+    grid = place_on_grid(inputs.symbol, inputs.ts_ms, inputs.x, np.zeros_like(inputs.y))
+    unknown = sorted(set(grid.symbols) - set(manifest["symbols"]))
+    if unknown and n_coins:
+        raise ValueError(f"predict: no coin embedding for {unknown}; trained on {manifest['symbols']}")
+    coin_of = {s: i for i, s in enumerate(manifest["symbols"])}
+    coin = torch.tensor([coin_of.get(grid.symbols[k], 0) for k in grid.coin], dtype=torch.long)
+    scaler = Standardizer(state["x_mean"].numpy(), state["x_std"].numpy())
+    windows = Windows(torch.from_numpy(scaler.apply(grid.x)), input_len)
+    ends = torch.from_numpy(window_ends(grid, input_len))
+    return grid, windows, coin, ends
 
 
 def print_report(done_keys: Sequence[str]) -> Report:
