@@ -156,10 +156,11 @@ DEMO_CONFIG = {
         "liquid_student": {"config": {"steps": 150}},
     }},
     "backbones": {"ops": {"backbone_suite": {"config": {"steps": 60, "global_batch": 128, "eval_every": 60,
+                                                        "patchtst": {"stride": 16, "n_layers": 1},
                                                         "tft": {"d_model": 8, "n_heads": 2}}}}},
     "research": {"ops": {
         "vc_model": {"config": {"steps": 200}},
-        "multimodal_eval": {"config": {"n_boot": 200, "n_kfold": 0}},
+        "multimodal_eval": {"config": {"n_boot": 200, "n_kfold": 3}},
     }},
 }  # fmt: skip
 
