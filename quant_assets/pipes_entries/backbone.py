@@ -10,38 +10,29 @@ rank's `error_rank<r>.json`) from the run's out_dir.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 
-from quant_assets.ml.train_backbone import load_config, train
+from quant_assets.ml.train_backbone import BackboneConfig, load_config, train
+from quant_assets.pipes_entries.torchrun import Report, run
 
 SUMMARY = ("backbone", "n_params", "world_size", "backend", "device", "train_windows", "val_windows",
            "windows_per_second", "seconds", "weights_sha256", "rank_weight_max_abs_diff")  # fmt: skip
 
 
+def pipes_report(pipes, cfg: BackboneConfig) -> Report:
+    def report(kind: str, data: dict) -> None:
+        if kind == "eval":
+            pipes.log.info(f"{cfg.backbone} eval {json.dumps(data)}")
+        elif kind == "done":
+            pipes.log.info(f"{cfg.backbone} done {json.dumps({k: data[k] for k in SUMMARY})}")
+
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="quant_assets.pipes_entries.backbone")
-    ap.add_argument("--config", required=True, help="JSON file of BackboneConfig fields")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config)
-    if int(os.environ.get("RANK", "0")) != 0:
-        train(cfg)
-        return 0
-
-    from dagster_pipes import open_dagster_pipes
-
-    with open_dagster_pipes() as pipes:
-
-        def report(kind: str, data: dict) -> None:
-            if kind == "eval":
-                pipes.log.info(f"{cfg.backbone} eval {json.dumps(data)}")
-            elif kind == "done":
-                pipes.log.info(f"{cfg.backbone} done {json.dumps({k: data[k] for k in SUMMARY})}")
-
-        train(cfg, report=report)
-    return 0
+    return run("quant_assets.pipes_entries.backbone", "JSON file of BackboneConfig fields", load_config, train,
+               pipes_report, argv)  # fmt: skip
 
 
 if __name__ == "__main__":
