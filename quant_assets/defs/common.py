@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
@@ -34,6 +35,17 @@ class Progress:
         self.log.info(
             f"{self.label} {self.done}/{self.total} {what} | {elapsed:.1f} s elapsed, ~{eta:.0f} s left"
         )
+
+
+def each_partition(context, run_one: Callable[[str], dict]) -> dict:
+    """Runs each partition of a (possibly ranged) run in order, each one of its own (a walk-forward over
+    cut-offs, or day after day, state carrying); the last one's metadata, naming the range when several."""
+    metadata = {}
+    for key in context.partition_keys:
+        metadata = run_one(key)
+    if len(context.partition_keys) > 1:
+        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    return metadata
 
 
 def markdown_table(df: pl.DataFrame, max_rows: int = 40) -> dg.MetadataValue:

@@ -34,7 +34,7 @@ import polars as pl
 from quant_assets import lake
 from quant_assets.backtest.inputs import MATRIX_TABLE
 from quant_assets.defs.backbones.config import BACKBONE_NAMES, BackboneSuiteConfig
-from quant_assets.defs.common import markdown_table
+from quant_assets.defs.common import each_partition, markdown_table
 from quant_assets.defs.models.assets import (
     FEATURE_DEP,
     _backtest_rows,
@@ -408,11 +408,7 @@ def backbone_suite(
     mlflow: MlflowTracking,
     pipes: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    metadata = {}
-    for key in context.partition_keys:
-        metadata = train_suite_partition(context, key, config, mlflow, pipes)
-    if len(context.partition_keys) > 1:
-        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    metadata = each_partition(context, lambda key: train_suite_partition(context, key, config, mlflow, pipes))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -26,7 +26,7 @@ from quant_assets import lake
 from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.engine import run_horizons
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE, backtest_inputs_from_lake
-from quant_assets.defs.common import markdown_table
+from quant_assets.defs.common import each_partition, markdown_table
 from quant_assets.defs.conditions import FOLLOW_RUNNING_CUTOFF
 from quant_assets.defs.lineage import recorded_snapshot
 from quant_assets.defs.models.config import StudentRunConfig, TeacherRunConfig
@@ -38,7 +38,7 @@ from quant_assets.defs.models.tables import (
     read_partition,
     replace_partition,
 )
-from quant_assets.defs.models.tracking import MlflowTracking, coin_name
+from quant_assets.defs.models.tracking import MlflowTracking, TrackedRun, coin_name
 from quant_assets.features.keys import LIQUID_FEATURE_KEYS, LIQUID_FULL_FEATURE_KEYS
 from quant_assets.ml import teacher as teacher_ml
 from quant_assets.ml.training_frame import STEP, FastWindow, TooLittleHistory, TrainingFrame, training_frame
@@ -91,6 +91,27 @@ def _matrix_range(cutoff: dt.datetime, window) -> dt.date:
         return (cutoff - span - dt.timedelta(days=1)).date()
     lo, _ = window.bounds(cutoff)
     return lo.date()
+
+
+def frame_metadata(
+    cutoff: dt.datetime, window, rows: int, digest: str, purged, versions: dict, owner: str
+) -> dict:
+    """What a model partition records of its training frame: cut-off, window, rows and their digest, the rows
+    purged for overlapping the cut-off, the table versions read and the pin that holds them."""
+    return {
+        "cutoff": cutoff.isoformat(),
+        "window": window.describe(),
+        "training_rows": dg.MetadataValue.int(rows),
+        "training_rows_sha256": digest,
+        "purged": dg.MetadataValue.json(purged),
+        "table_versions": dg.MetadataValue.json(versions),
+        "pinned_as": owner,
+    }
+
+
+def run_metadata(run: TrackedRun) -> dict:
+    """The MLflow run a materialisation came from: a link for the UI and the id other assets look up."""
+    return {"mlflow_run": dg.MetadataValue.url(run.link), "mlflow_run_id": run.run_id}
 
 
 def rows_digest(frame: pl.DataFrame) -> str:
@@ -316,17 +337,10 @@ def train_teacher_partition(
         run.end(ok)
 
     metadata = {
-        "cutoff": cutoff.isoformat(),
-        "window": window.describe(),
-        "training_rows": dg.MetadataValue.int(frame.height),
-        "training_rows_sha256": digest,
-        "purged": dg.MetadataValue.json(manifest.purged),
-        "table_versions": dg.MetadataValue.json(versions),
-        "pinned_as": owner,
+        **frame_metadata(cutoff, window, frame.height, digest, manifest.purged, versions, owner),
         "oos_ic": markdown_table(table.sort("horizon", "coin"), max_rows=60),
         "month_predictions": dg.MetadataValue.int(rows.filter(pl.col("model") == TEACHER).height),
-        "mlflow_run": dg.MetadataValue.url(run.link),
-        "mlflow_run_id": run.run_id,
+        **run_metadata(run),
         "registered_versions": dg.MetadataValue.json(registered),
         "lake_versions_written": dg.MetadataValue.json(
             {TEACHER_OOF: oof_version, MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}
@@ -374,12 +388,7 @@ def _start_model_run(
 def liquid_teacher(
     context: dg.AssetExecutionContext, config: TeacherRunConfig, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
-    # A ranged run trains its cut-offs in order, each a partition of its own (a walk-forward).
-    metadata = {}
-    for key in context.partition_keys:
-        metadata = train_teacher_partition(context, key, config, mlflow)
-    if len(context.partition_keys) > 1:
-        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    metadata = each_partition(context, lambda key: train_teacher_partition(context, key, config, mlflow))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -592,8 +601,7 @@ def train_student_partition(
         "oos_ic": markdown_table(table, max_rows=60) if table.height else "no labelled rows in the month yet",
         "init_from": config.init_from or "none (a fresh model)",
         "month_predictions": dg.MetadataValue.int(preds.height),
-        "mlflow_run": dg.MetadataValue.url(run.link),
-        "mlflow_run_id": run.run_id,
+        **run_metadata(run),
         "registered_versions": dg.MetadataValue.json(registered),
         "lake_versions_written": dg.MetadataValue.json(
             {MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}
@@ -622,11 +630,9 @@ def liquid_student(
     mlflow: MlflowTracking,
     pipes: dg.PipesSubprocessClient,
 ) -> dg.MaterializeResult:
-    metadata = {}
-    for key in context.partition_keys:
-        metadata = train_student_partition(context, key, config, mlflow, pipes)
-    if len(context.partition_keys) > 1:
-        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    metadata = each_partition(
+        context, lambda key: train_student_partition(context, key, config, mlflow, pipes)
+    )
     return dg.MaterializeResult(metadata=metadata)
 
 

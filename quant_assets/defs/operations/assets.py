@@ -37,7 +37,7 @@ import polars as pl
 from quant_assets import lake
 from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE
-from quant_assets.defs.common import markdown_table
+from quant_assets.defs.common import each_partition, markdown_table
 from quant_assets.defs.conditions import AFTER_THE_DAY
 from quant_assets.defs.models.tracking import MlflowTracking
 from quant_assets.defs.operations import champions as reg
@@ -296,9 +296,7 @@ def _state_cols(s: BookState) -> dict:
 def paper_trading(
     context: dg.AssetExecutionContext, config: PaperTradingConfig, mlflow: MlflowTracking
 ) -> dg.MaterializeResult:
-    meta = {}
-    for key in context.partition_keys:
-        meta = trade_day(dt.date.fromisoformat(key), config, mlflow, context.log)
-    if len(context.partition_keys) > 1:
-        meta["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+    meta = each_partition(
+        context, lambda key: trade_day(dt.date.fromisoformat(key), config, mlflow, context.log)
+    )
     return dg.MaterializeResult(metadata=meta)

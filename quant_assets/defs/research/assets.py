@@ -34,7 +34,7 @@ import polars as pl
 from quant_assets import lake
 from quant_assets.backtest.config import BacktestConfig
 from quant_assets.backtest.inputs import DEPTH_COLUMN, FUNDING_TABLE, MATRIX_TABLE
-from quant_assets.defs.common import markdown_table
+from quant_assets.defs.common import each_partition, markdown_table
 from quant_assets.defs.lineage import recorded_snapshot
 from quant_assets.defs.models.assets import (
     FEATURE_DEP,
@@ -46,8 +46,10 @@ from quant_assets.defs.models.assets import (
     _start_model_run,
     _utc,
     _versions,
+    frame_metadata,
     month_evaluation,
     rows_digest,
+    run_metadata,
 )
 from quant_assets.defs.models.tables import BACKTEST_RUNS, MODEL_PREDICTIONS, replace_partition
 from quant_assets.defs.models.tracking import MlflowTracking, TrackedRun, coin_name
@@ -104,12 +106,15 @@ def _finite(v) -> float | None:
 
 
 def _partitions(context: dg.AssetExecutionContext, train_one) -> dg.MaterializeResult:
-    """A ranged run trains its cut-offs in order, each a partition of its own (a walk-forward)."""
-    metadata, checks = {}, []
-    for key in context.partition_keys:
+    """A ranged run trains its cut-offs in order (each_partition); the checks are the last cut-off's."""
+    checks = []
+
+    def one(key: str) -> dict:
+        nonlocal checks
         metadata, checks = train_one(key)
-    if len(context.partition_keys) > 1:
-        metadata["partitions"] = f"{context.partition_keys[0]} .. {context.partition_keys[-1]}"
+        return metadata
+
+    metadata = each_partition(context, one)
     return dg.MaterializeResult(metadata=metadata, check_results=checks or None)
 
 
@@ -233,8 +238,7 @@ def train_vc_partition(
         ),  # fmt: skip
         "table_versions": dg.MetadataValue.json(versions),
         "pinned_as": owner,
-        "mlflow_run": dg.MetadataValue.url(run.link),
-        "mlflow_run_id": run.run_id,
+        **run_metadata(run),
         "registered_version": version,
     }
     if reliability.height:
@@ -353,13 +357,7 @@ def train_candidate_partition(context, key: str, config: MultimodalRunConfig, ml
     finally:
         run.end(ok)
     metadata = {
-        "cutoff": cutoff.isoformat(),
-        "window": window.describe(),
-        "training_rows": dg.MetadataValue.int(frame.height),
-        "training_rows_sha256": digest,
-        "purged": dg.MetadataValue.json(tf.manifest.purged),
-        "table_versions": dg.MetadataValue.json(versions),
-        "pinned_as": owner,
+        **frame_metadata(cutoff, window, frame.height, digest, tf.manifest.purged, versions, owner),
         "run_config": dg.MetadataValue.json(config.model_dump()),  # what multimodal_eval re-evaluates
         "candidates": markdown_table(table.sort("model", "horizon")),
         "month_predictions": dg.MetadataValue.int(pred.height),
@@ -509,8 +507,7 @@ def evaluate_partition(context, key: str, config: MultimodalEvalRunConfig, mlflo
         "table_versions": dg.MetadataValue.json(versions),
         "ablations": markdown_table(shown, max_rows=200),
         "ablation_plot": plot,
-        "mlflow_run": dg.MetadataValue.url(run.link),
-        "mlflow_run_id": run.run_id,
+        **run_metadata(run),
         "lake_versions_written": dg.MetadataValue.json({ABLATION_RESULTS: version}),
     }
     # delta_<metric>_<ablation>_vs_full: {"<mode> <h> <scheme>": value}, one entry per metric and ablation
