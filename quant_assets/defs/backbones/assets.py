@@ -43,6 +43,8 @@ from quant_assets.defs.models.assets import (
     _start_model_run,
     _utc,
     _versions,
+    loss_plot,
+    matrix_inputs,
     month_evaluation,
     rows_digest,
 )
@@ -72,21 +74,6 @@ def model_name(backbone: str) -> str:
 
 def _features(config: BackboneSuiteConfig) -> tuple[str, ...]:
     return LIQUID_FULL_FEATURE_KEYS if config.features == "liquid_full" else LIQUID_FEATURE_KEYS
-
-
-def _inputs(frame: pl.DataFrame, features: tuple[str, ...]):
-    """ml StudentInputs of matrix rows (labels give the shape; prediction ignores them)."""
-    from quant_assets.ml.train_student import StudentInputs  # torch: imported when the suite runs
-
-    return StudentInputs(
-        symbol=frame["symbol"].to_numpy().astype(str),
-        ts_ms=frame["ts"].dt.epoch("ms").to_numpy(),
-        x=frame.select(features).to_numpy().astype("float32"),
-        feature_names=tuple(features),
-        y=frame.select(LABELS).to_numpy().astype("float32"),
-        label_names=LABELS,
-        teacher=None,
-    )
 
 
 def _long(month: pl.DataFrame, pred, cutoff: dt.datetime) -> pl.DataFrame:
@@ -135,22 +122,6 @@ def _scores(preds: pl.DataFrame, month: pl.DataFrame) -> dict[str, dict]:
 
 def _f(v) -> float | None:
     return None if v is None or v != v else round(float(v), 5)
-
-
-def _loss_plot(manifest: dict, run: TrackedRun, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps, loss = zip(*manifest["loss"], strict=True) if manifest["loss"] else ((), ())
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(steps, loss)
-    ax.set_xlabel("step")
-    ax.set_ylabel("label MSE (target units)")
-    ax.set_title(title)
-    run.log_png(fig, "loss_curve")
-    plt.close(fig)
 
 
 def _error_text(out_dir: Path, exc: BaseException) -> str:
@@ -223,7 +194,7 @@ class _Suite:
                              for k in ("total_return", "sharpe", "max_drawdown", "turnover_per_day")})  # fmt: skip
             run.log_artifacts(art_dir, model)
             if manifest.get("loss"):
-                _loss_plot(manifest, run, f"{model} {self.key}")
+                loss_plot(manifest, run, f"{model} {self.key}", "label MSE (target units)")
             registered = {h: _register(run, name, h, model, self.key) for h in HORIZONS}
             rows = preds.with_columns(model=pl.lit(model), version=pl.lit(run.run_id), cutoff=pl.lit(self.cutoff),
                                       date=pl.col("ts").dt.date())  # fmt: skip
@@ -281,14 +252,14 @@ class _Suite:
         c = self.config
         rcfg = WindowRidgeConfig(input_len=c.input_len, **c.ridge.model_dump())
         ridge, fold, metrics = fit_inputs(
-            _inputs(self.frame, self.features), rcfg, c.val_fraction, EMBARGO_BARS
+            matrix_inputs(self.frame, self.features), rcfg, c.val_fraction, EMBARGO_BARS
         )
         out = self.tmp / "ridge"
         manifest = {"backbone": "ridge", "config": rcfg.__dict__, "n_params": int(ridge.weights.size),
                     "train_windows": metrics["train_windows"], "feature_names": list(self.features),
                     "eval": [{"step": 0, **{k: v for k, v in metrics.items() if k.startswith(("ic_", "mse_"))}}]}  # fmt: skip
         ridge.save(out, fold, extra={"feature_names": list(self.features)})
-        return predict_inputs(ridge, fold, _inputs(self.month, self.features)), manifest, out
+        return predict_inputs(ridge, fold, matrix_inputs(self.month, self.features)), manifest, out
 
     def train_neural(self, name: str, pipes: dg.PipesSubprocessClient):
         from quant_assets.ml.launch import preflight, torchrun_command
@@ -319,7 +290,7 @@ class _Suite:
         pipes.run(command=launch.command, context=self.context, env=launch.env)
         manifest = json.loads((out / "backbone.json").read_text())
         manifest["launch"] = {**pre.metadata(), "netns": launch.netns}
-        return predict(out, _inputs(self.month, self.features)), manifest, out
+        return predict(out, matrix_inputs(self.month, self.features)), manifest, out
 
 
 def _summary_table(entries: list[dict]) -> pl.DataFrame:

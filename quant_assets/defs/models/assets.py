@@ -419,23 +419,24 @@ def student_rows(frame: pl.DataFrame, oof: pl.DataFrame) -> pl.DataFrame:
     return out
 
 
-def _student_inputs(frame: pl.DataFrame):
+def matrix_inputs(frame: pl.DataFrame, features):
     """ml.train_student.StudentInputs of matrix rows (labels only fill the shape: predict ignores them)."""
-    from quant_assets.ml.train_student import StudentInputs  # torch: imported when a student runs
+    from quant_assets.ml.train_student import StudentInputs  # torch: imported when a model runs
 
     labels = [f"label_{h}" for h in HORIZONS]
     return StudentInputs(
         symbol=frame["symbol"].to_numpy().astype(str),
         ts_ms=frame["ts"].dt.epoch("ms").to_numpy(),
-        x=frame.select(LIQUID_FEATURE_KEYS).to_numpy().astype("float32"),
-        feature_names=tuple(LIQUID_FEATURE_KEYS),
+        x=frame.select(features).to_numpy().astype("float32"),
+        feature_names=tuple(features),
         y=frame.select(labels).to_numpy().astype("float32"),
         label_names=tuple(labels),
         teacher=None,
     )
 
 
-def _loss_plot(manifest: dict, run) -> None:
+def loss_plot(manifest: dict, run: TrackedRun, title: str, ylabel: str) -> None:
+    """The manifest's training loss per step, logged to the run as loss_curve.png."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -445,8 +446,8 @@ def _loss_plot(manifest: dict, run) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(steps, loss)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss (label MSE + lambda x teacher MSE, scaled)")
-    ax.set_title("liquid_student training loss")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     run.log_png(fig, "loss_curve")
     plt.close(fig)
 
@@ -530,7 +531,7 @@ def train_student_partition(
             .sort("symbol", "ts")
             .collect()
         )
-        pred = student_predict(out_dir, _student_inputs(month)) if month.height else None
+        pred = student_predict(out_dir, matrix_inputs(month, LIQUID_FEATURE_KEYS)) if month.height else None
         long = []
         for j, h in enumerate(HORIZONS):
             p = month.select("symbol", "ts").with_columns(
@@ -554,7 +555,12 @@ def train_student_partition(
             for ev in manifest["eval"]:
                 run.log_metrics({f"val.{k}": v for k, v in ev.items() if k != "step"}, step=int(ev["step"]))
             run.log_artifacts(out_dir, "student")
-            _loss_plot(manifest, run)
+            loss_plot(
+                manifest,
+                run,
+                "liquid_student training loss",
+                "loss (label MSE + lambda x teacher MSE, scaled)",
+            )
             # one shared model (coin embedding): each coin and horizon's name gets a version of it
             registered = {
                 f"{coin_name(s)}_{h}": run.register(
