@@ -109,11 +109,6 @@ def frame_metadata(
     }
 
 
-def run_metadata(run: TrackedRun) -> dict:
-    """The MLflow run a materialisation came from: a link for the UI and the id other assets look up."""
-    return {"mlflow_run": dg.MetadataValue.url(run.link), "mlflow_run_id": run.run_id}
-
-
 def rows_digest(frame: pl.DataFrame) -> str:
     """sha256 of the (symbol, ts) keys of a training frame, taken in (symbol, ts) order."""
     keys = frame.select("symbol", pl.col("ts").dt.epoch("ms")).sort("symbol", "ts")
@@ -340,7 +335,7 @@ def train_teacher_partition(
         **frame_metadata(cutoff, window, frame.height, digest, manifest.purged, versions, owner),
         "oos_ic": markdown_table(table.sort("horizon", "coin"), max_rows=60),
         "month_predictions": dg.MetadataValue.int(rows.filter(pl.col("model") == TEACHER).height),
-        **run_metadata(run),
+        **run.metadata(),
         "registered_versions": dg.MetadataValue.json(registered),
         "lake_versions_written": dg.MetadataValue.json(
             {TEACHER_OOF: oof_version, MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}
@@ -607,7 +602,7 @@ def train_student_partition(
         "oos_ic": markdown_table(table, max_rows=60) if table.height else "no labelled rows in the month yet",
         "init_from": config.init_from or "none (a fresh model)",
         "month_predictions": dg.MetadataValue.int(preds.height),
-        **run_metadata(run),
+        **run.metadata(),
         "registered_versions": dg.MetadataValue.json(registered),
         "lake_versions_written": dg.MetadataValue.json(
             {MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}

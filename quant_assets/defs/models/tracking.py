@@ -120,6 +120,10 @@ class TrackedRun:
     def end(self, ok: bool = True) -> None:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
+    def metadata(self) -> dict:
+        """The materialisation's pointer to this run: a link for the UI and the id other assets look up."""
+        return {"mlflow_run": dg.MetadataValue.url(self.link), "mlflow_run_id": self.run_id}
+
 
 class MlflowTracking(dg.ConfigurableResource):
     """The MLflow client for model assets.

@@ -223,8 +223,7 @@ def monitor_day(day: dt.date, cfg: MonitoringConfig, mlflow: MlflowTracking, run
             run.log_artifacts(tmp, "plots")
     finally:
         run.end()
-    meta["mlflow_run"] = dg.MetadataValue.url(run.link)
-    meta["mlflow_run_id"] = run.run_id
+    meta |= run.metadata()
     for name, png in plots.items():
         meta[f"plot_{name}"] = dg.MetadataValue.md(
             f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"

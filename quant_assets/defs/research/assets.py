@@ -49,7 +49,6 @@ from quant_assets.defs.models.assets import (
     frame_metadata,
     month_evaluation,
     rows_digest,
-    run_metadata,
 )
 from quant_assets.defs.models.tables import BACKTEST_RUNS, MODEL_PREDICTIONS, replace_partition
 from quant_assets.defs.models.tracking import MlflowTracking, TrackedRun, coin_name
@@ -238,7 +237,7 @@ def train_vc_partition(
         ),  # fmt: skip
         "table_versions": dg.MetadataValue.json(versions),
         "pinned_as": owner,
-        **run_metadata(run),
+        **run.metadata(),
         "registered_version": version,
     }
     if reliability.height:
@@ -362,8 +361,7 @@ def train_candidate_partition(context, key: str, config: MultimodalRunConfig, ml
         "candidates": markdown_table(table.sort("model", "horizon")),
         "month_predictions": dg.MetadataValue.int(pred.height),
         "month_pnl_after_cost": dg.MetadataValue.json({k: _finite(v) for k, v in pnl.items()}),
-        "mlflow_run": dg.MetadataValue.url(run.link),
-        "mlflow_run_id": run.run_id,
+        **run.metadata(),
         "registered_versions": dg.MetadataValue.json(registered),
         "lake_versions_written": dg.MetadataValue.json(
             {MODEL_PREDICTIONS: pred_version, BACKTEST_RUNS: bt_version}
@@ -507,7 +505,7 @@ def evaluate_partition(context, key: str, config: MultimodalEvalRunConfig, mlflo
         "table_versions": dg.MetadataValue.json(versions),
         "ablations": markdown_table(shown, max_rows=200),
         "ablation_plot": plot,
-        **run_metadata(run),
+        **run.metadata(),
         "lake_versions_written": dg.MetadataValue.json({ABLATION_RESULTS: version}),
     }
     # delta_<metric>_<ablation>_vs_full: {"<mode> <h> <scheme>": value}, one entry per metric and ablation
