@@ -234,7 +234,9 @@ def run_demo(instance, months: int) -> bool:
     print_summary(checks)
     if lake.exists("ablation_results"):
         print("Research: ablation deltas (OOS, per horizon and scheme):")
-        print(ablation_summary())
+        with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
+                       tbl_width_chars=200, fmt_str_lengths=40):  # fmt: skip
+            print(ablation_summary())
     print_status(status(instance, defs.resources["mlflow"]))
     return ok
 
@@ -245,14 +247,13 @@ def next_month_start(key: str) -> dt.date:
 
 
 def ablation_summary() -> pl.DataFrame:
+    """The research ablations: each OOS IC and after-cost PnL with its delta against the full model."""
     rows = lake.scan("ablation_results").select(
         pl.col("cutoff").dt.strftime("%Y-%m").alias("partition"), "model", "horizon", "scheme", "ablation",
-        "n", pl.col("ic").round(4), pl.col("pnl").round(5), pl.col("delta_ic").round(4),
+        "n", pl.col("ic").round(4), pl.col("pnl").round(4), pl.col("delta_ic").round(4),
         pl.col("delta_ic_low").round(4), pl.col("delta_ic_high").round(4),
     )  # fmt: skip
-    with pl.Config(tbl_rows=60, tbl_cols=-1, tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True,
-                   tbl_width_chars=160):  # fmt: skip
-        return rows.sort("partition", "model", "horizon", "scheme", "ablation").collect()
+    return rows.sort("partition", "model", "horizon", "scheme", "ablation").collect()
 
 
 def _table_summary(table: str) -> dict:
