@@ -16,9 +16,9 @@ import dagster as dg
 from quant_assets.coverage import READINESS_WINDOW_DAYS
 from quant_assets.defs.audit.assets import AUDIT_GROUP, full_history_audit, required_data_readiness
 from quant_assets.defs.audit.checks import readiness_ready
+from quant_assets.defs.backbones.assets import BACKBONES_GROUP, backbone_assets
 from quant_assets.defs.evaluation.assets import EVALUATION_GROUP, candidate_models
 from quant_assets.defs.evaluation.checks import evaluation_checks
-from quant_assets.defs.backbones.assets import BACKBONES_GROUP, backbone_assets
 from quant_assets.defs.features.assets import FEATURE_GROUP, feature_assets
 from quant_assets.defs.features.checks import feature_checks
 from quant_assets.defs.maintenance.assets import MAINTENANCE_GROUP, lake_maintenance

@@ -93,12 +93,16 @@ def test_every_raw_table_is_monthly_single_run_with_blocking_checks():
         assert {"schema (blocking)", "unique_key (blocking)"} <= set(snap[name]["checks"])
 
 
-def test_feature_automation_waits_for_upstream_blocking_checks():
+def test_every_automated_asset_waits_for_upstream_blocking_checks():
+    # The rule: a failed blocking check upstream stops every automated materialisation
+    # downstream, across runs. Each layer's condition says so in its structure or its label.
     snap = graph_snapshot()["assets"]
-    features = [v for v in snap.values() if v["automation"] is not None]
-    assert features
-    for asset in features:
-        assert asset["automation"].endswith("AND(eager, all_deps_blocking_checks_passed)")
+    automated = {k: v["automation"] for k, v in snap.items() if v["automation"] is not None}
+    assert len(automated) >= 10
+    for key, condition in automated.items():
+        assert "all_deps_blocking_checks_passed" in condition or "after_upstream_checks_pass" in condition, (
+            key
+        )
 
 
 def test_the_layer_registry_is_the_whole_graph():

@@ -111,7 +111,9 @@ def test_partition_label_names_one_key_or_a_range():
 def test_the_audits_follow_the_raw_data_daily_and_the_heatmap_has_its_legend():
     for audit in (required_data_readiness, full_history_audit):
         condition = audit.specs_by_key[audit.key].automation_condition
-        assert condition is not None and condition.get_label() == "on_cron(0 0 * * *, UTC)", audit.key
+        assert condition is not None and condition.get_label() == "daily_after_upstream_checks_pass", (
+            audit.key
+        )
     rows = [
         {"table": t, "symbol": s, "month": m, "coverage": None if (s, m) == ("SOL", "2024-01") else 0.5}
         for t in ("market_bars", "prices")
@@ -144,15 +146,28 @@ def test_the_audits_are_requested_once_a_day_after_every_raw_table_has_updated()
             defs=defs, instance=inst, asset_selection=audits, evaluation_time=at, cursor=cursor
         )
 
+    graph = defs.resolve_asset_graph()
+
+    def built(inst, key, passed=True):
+        # A raw run: the month's materialisation, then its blocking checks' results.
+        inst.report_runless_asset_event(dg.AssetMaterialization(key, partition="2026-10-01"))
+        for check in graph.get_check_keys_for_assets({key}):
+            inst.report_runless_asset_event(
+                dg.AssetCheckEvaluation(asset_key=key, check_name=check.name, passed=passed)
+            )
+
     with dg.DagsterInstance.ephemeral() as inst:
         before = evaluate(midnight - dt.timedelta(minutes=5))
         for key in RAW_KEYS[:-1]:
-            inst.report_runless_asset_event(dg.AssetMaterialization(key, partition="2026-10-01"))
+            built(inst, key)
         partial = evaluate(now, before.cursor)
-        inst.report_runless_asset_event(dg.AssetMaterialization(RAW_KEYS[-1], partition="2026-10-01"))
-        complete = evaluate(now + dt.timedelta(seconds=30), partial.cursor)
+        built(inst, RAW_KEYS[-1], passed=False)  # the last table lands, but a blocking check fails
+        held = evaluate(now + dt.timedelta(seconds=15), partial.cursor)
+        built(inst, RAW_KEYS[-1])  # a later run of it passes
+        complete = evaluate(now + dt.timedelta(seconds=30), held.cursor)
         again = evaluate(now + dt.timedelta(seconds=60), complete.cursor)
     assert (before.total_requested, partial.total_requested) == (0, 0)  # 8 of 9 raw tables: wait
+    assert held.total_requested == 0  # a failed blocking check upstream holds the audits back
     assert complete.get_num_requested(full_history_audit.key) == 1
     assert complete.get_num_requested(required_data_readiness.key) == 1
     assert again.total_requested == 0  # once per day's tick, not on every sensor evaluation

@@ -23,7 +23,11 @@ OWNERS = ["team:quant-data"]
 # (the daily_running_month schedule rebuilds them at 00:20 when switched on; a manual raw run of all
 # tables does too). The `automation` sensor evaluates it; the daily_audits schedule stays as it was.
 # Not eager(): its "no missing upstream" rule would wait for every month since 2018 to be built.
-AUTOMATION = dg.AutomationCondition.on_cron("0 0 * * *", "UTC")
+# Like every automated asset, they wait for the raw tables' blocking checks (across runs).
+AUTOMATION = (
+    dg.AutomationCondition.on_cron("0 0 * * *", "UTC")
+    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("daily_after_upstream_checks_pass")
 
 
 def _scans(context: dg.AssetExecutionContext) -> tuple[dict[str, pl.LazyFrame | None], dict[str, str]]:

@@ -72,12 +72,16 @@ def replace_candidates(cutoff, df: pl.DataFrame) -> int:
     missing = [c for c in CANDIDATE_SCHEMA if c not in df.columns]
     extra = [c for c in df.columns if c not in CANDIDATE_SCHEMA]
     if missing or extra:
-        raise ValueError(f"lake table {CANDIDATE_MODELS!r}: frame lacks columns {missing}, has unknown columns {extra}")
+        raise ValueError(
+            f"lake table {CANDIDATE_MODELS!r}: frame lacks columns {missing}, has unknown columns {extra}"
+        )
     day = cutoff.date()
     data = df.select(pl.col(c).cast(t) for c, t in CANDIDATE_SCHEMA.items())
     wrong = data.filter(pl.col("date") != day)
     if wrong.height:
-        raise ValueError(f"lake table {CANDIDATE_MODELS!r}: {wrong.height} rows are not of the partition {day}")
+        raise ValueError(
+            f"lake table {CANDIDATE_MODELS!r}: {wrong.height} rows are not of the partition {day}"
+        )
     uri, opts = lake.uri(CANDIDATE_MODELS), lake.storage_options()
     if not lake.exists(CANDIDATE_MODELS):
         try:
