@@ -43,11 +43,14 @@ def _month(cutoff: dt.datetime) -> str:
     return cutoff.strftime("%Y-%m")
 
 
-def replace_partition(table: str, cutoff: dt.datetime, models: list[str], df: pl.DataFrame) -> int:
+def replace_partition(
+    table: str, cutoff: dt.datetime, models: list[str], df: pl.DataFrame, schema: dict | None = None
+) -> int:
     """Replace the rows of `models` in the partition of `cutoff` by `df` (one commit); return the version.
 
-    `df` is cast to the table's schema (a missing or extra column is an error naming it)."""
-    schema = SCHEMAS[table]
+    `df` is cast to the table's schema (a missing or extra column is an error naming it). `schema`: for a
+    table of another layer keyed the same way (cut-off month + model), e.g. `ablation_results`."""
+    schema = schema or SCHEMAS[table]
     missing = [c for c in schema if c not in df.columns]
     extra = [c for c in df.columns if c not in schema]
     if missing or extra:
@@ -90,14 +93,21 @@ def _version_with(uri: str, opts) -> int:
     return DeltaTable(uri, storage_options=opts).version()
 
 
-def read_partition(table: str, cutoff: dt.datetime, model: str | None = None, version: int | None = None):
+def read_partition(
+    table: str,
+    cutoff: dt.datetime,
+    model: str | None = None,
+    version: int | None = None,
+    schema: dict | None = None,
+):
     """The rows of one partition (and model), as written (without `month`)."""
+    schema = schema or SCHEMAS[table]
     lf = pl.scan_delta(lake.uri(table), version=version, storage_options=lake.storage_options())
     lf = lf.filter(pl.col(lake.PARTITION_COLUMN) == _month(cutoff))
     if model is not None:
         lf = lf.filter(pl.col("model") == model)
     return (
         lf.drop(lake.PARTITION_COLUMN)
-        .with_columns(pl.col(c).dt.cast_time_unit("ms") for c, t in SCHEMAS[table].items() if t == UTC_MS)
+        .with_columns(pl.col(c).dt.cast_time_unit("ms") for c, t in schema.items() if t == UTC_MS)
         .collect()
     )

@@ -15,9 +15,8 @@ from __future__ import annotations
 import datetime as dt
 
 import polars as pl
-from deltalake import CommitProperties, DeltaTable, write_deltalake
 
-from quant_assets import lake
+from quant_assets.defs.models.tables import read_partition, replace_partition
 
 ABLATION_RESULTS = "ablation_results"
 UTC_MS = pl.Datetime("ms", "UTC")
@@ -30,45 +29,18 @@ ABLATION_SCHEMA = {
 }  # fmt: skip
 
 
-def _month(cutoff: dt.datetime) -> str:
-    return cutoff.strftime("%Y-%m")
-
-
 def replace_ablations(cutoff: dt.datetime, models: list[str], df: pl.DataFrame) -> int:
     """Replace the rows of `models` in the partition of `cutoff` by `df` (one commit); the new version."""
-    missing = [c for c in ABLATION_SCHEMA if c not in df.columns]
-    if missing:
-        raise ValueError(f"lake table {ABLATION_RESULTS!r}: frame lacks columns {missing}")
-    stray = df.filter(pl.col("model").is_in(models).not_())
-    if stray.height:
-        raise ValueError(f"lake table {ABLATION_RESULTS!r}: rows of models {stray['model'].unique().to_list()}, "
-                         f"not of the ones replaced {models}")  # fmt: skip
-    month = _month(cutoff)
-    data = df.select(pl.col(c).cast(t) for c, t in ABLATION_SCHEMA.items()).with_columns(
-        pl.lit(month).alias(lake.PARTITION_COLUMN)
+    # The eval's frame carries helper columns (`mode`) the table does not keep.
+    return replace_partition(
+        ABLATION_RESULTS,
+        cutoff,
+        models,
+        df.select(c for c in df.columns if c in ABLATION_SCHEMA),
+        schema=ABLATION_SCHEMA,
     )
-    uri, opts = lake.uri(ABLATION_RESULTS), lake.storage_options()
-    if not lake.exists(ABLATION_RESULTS):
-        try:
-            write_deltalake(uri, data.to_arrow(), mode="error", partition_by=[lake.PARTITION_COLUMN],
-                            storage_options=opts)  # fmt: skip
-            return DeltaTable(uri, storage_options=opts).version()
-        except Exception:  # created meanwhile by a parallel writer: replace in it as below
-            if not lake.exists(ABLATION_RESULTS):
-                raise
-    models_sql = ", ".join("'" + m.replace("'", "''") + "'" for m in models)
-    write_deltalake(uri, data.to_arrow(), mode="overwrite",
-                    predicate=f"{lake.PARTITION_COLUMN} = '{month}' AND model IN ({models_sql})",
-                    storage_options=opts, commit_properties=CommitProperties(max_commit_retries=8))  # fmt: skip
-    return DeltaTable(uri, storage_options=opts).version()
 
 
 def read_ablations(cutoff: dt.datetime, version: int | None = None) -> pl.DataFrame:
     """The rows of one partition, as written (without `month`)."""
-    lf = pl.scan_delta(lake.uri(ABLATION_RESULTS), version=version, storage_options=lake.storage_options())
-    return (
-        lf.filter(pl.col(lake.PARTITION_COLUMN) == _month(cutoff))
-        .drop(lake.PARTITION_COLUMN)
-        .with_columns(pl.col("cutoff").dt.cast_time_unit("ms"))
-        .collect()
-    )
+    return read_partition(ABLATION_RESULTS, cutoff, version=version, schema=ABLATION_SCHEMA)
